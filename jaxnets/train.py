@@ -1,0 +1,545 @@
+"""Training: one state pytree, a pure train step, and the loop that drives it.
+
+The step is a pure function ``train_step(state, batch) -> (state, sums)``; it is
+compiled (and, in ``jaxnets.parallel``, distributed) where it is called, never
+inside. ``fit`` runs epochs either as a Python loop over compiled steps or as one
+compiled ``lax.scan`` per epoch (the default: small models are dominated by
+per-step dispatch, and the scan removes it). Both loops run the same step on the
+same batches and give the same parameters.
+
+Randomness is a pure function of the seed: ``run_keys(seed)`` gives the keys for
+initialization, dropout and data order; the dropout key of step t is
+``fold_in(dropout_key, t)`` and the data order of epoch e is a permutation drawn
+from ``fold_in(data_key, e)``. A run is therefore reproducible from
+(seed, step), which is what exact resume needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnets.data import Dataset
+from jaxnets.objective import Objective, objective_for, summarize
+from jaxnets.tree import count_params
+
+LOOPS = ("scan", "python")
+MONITORS = ("val_loss", "val_accuracy", "val_rmse", "val_r2")
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a run carries from one step to the next, as one pytree.
+
+    Attributes:
+      step: number of optimizer updates applied so far (int32 scalar).
+      params: the model's parameters (the ``"params"`` collection).
+      opt_state: the Optax state (with traced hyperparameters, see ``jaxnets.optim``).
+      model_state: the model's other collections, e.g. ``{"batch_stats": ...}``;
+        an empty dict for models without any.
+      dropout_key: base key; the key of step t is ``fold_in(dropout_key, t)``.
+      apply_fn, tx: the model's pure ``apply`` and the optimizer (static, not traced).
+    """
+
+    step: jnp.ndarray
+    params: Any
+    opt_state: Any
+    model_state: Any
+    dropout_key: jnp.ndarray
+    apply_fn: Callable = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    def apply_gradients(self, grads, model_state=None) -> "TrainState":
+        """θ ← θ + tx.update(∇θ), step ← step + 1 (and the new model state, if any)."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+            model_state=self.model_state if model_state is None else model_state,
+        )
+
+    def variables(self) -> dict:
+        """The Flax variables dict ``{"params": ..., **model_state}`` for ``apply``."""
+        return {"params": self.params, **self.model_state}
+
+
+class RunKeys(NamedTuple):
+    init: jax.Array
+    dropout: jax.Array
+    data: jax.Array
+
+
+def run_keys(seed: int) -> RunKeys:
+    """The three independent keys of a run, derived deterministically from its seed."""
+    return RunKeys(*jax.random.split(jax.random.key(seed), 3))
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_x, seed: int = 0) -> TrainState:
+    """Initialize parameters, optimizer state and keys for ``model`` on inputs like ``sample_x``.
+
+    Args:
+      model: a Flax Linen module with ``__call__(x, train=False)``.
+      tx: an Optax gradient transformation (e.g. from ``jaxnets.optim.create``).
+      sample_x: an array of shape (batch, *feature_shape); only its shape and dtype matter.
+      seed: the run's seed.
+
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxnets.models import MLP
+    >>> state = create_state(MLP(hidden=(3,), output_dim=1), optax.sgd(0.1), jnp.zeros((1, 2)))
+    >>> int(state.step), sorted(state.params)
+    (0, ['hidden_0', 'output'])
+    """
+    keys = run_keys(seed)
+    init_key, init_dropout = jax.random.split(keys.init)
+    variables = model.init({"params": init_key, "dropout": init_dropout}, jnp.asarray(sample_x[:1]), train=False)
+    variables = dict(variables)
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        model_state=variables,
+        dropout_key=keys.dropout,
+        apply_fn=model.apply,
+        tx=tx,
+    )
+
+
+def _forward(state: TrainState, params, x, *, train: bool, dropout_key=None):
+    """Run the model; in training also return its updated mutable collections."""
+    variables = {"params": params, **state.model_state}
+    rngs = {"dropout": dropout_key} if dropout_key is not None else None
+    if train and state.model_state:
+        outputs, new_model_state = state.apply_fn(
+            variables, x, train=True, rngs=rngs, mutable=list(state.model_state))
+        return outputs, dict(new_model_state)
+    return state.apply_fn(variables, x, train=train, rngs=rngs), state.model_state
+
+
+def make_train_step(objective: Objective, axis_name: str | None = None) -> Callable:
+    """The pure step ``(state, batch) -> (state, sums)`` for an objective.
+
+    ``batch`` is ``{"x": (B, ...), "y": (B, ...), "mask": (B,)}``; the gradient is that of
+
+        L(θ) = Σ_i m_i ℓ(f_θ(x_i), y_i) / Σ_i m_i + penalty(θ)
+
+    and ``sums`` holds the masked sums of the batch (see ``Objective.sums``), so that
+    epoch means are exact whatever the padding. With ``axis_name`` (data parallel),
+    the sums and the count are summed over that axis before dividing, so every
+    replica computes the gradient of the global-batch loss.
+    """
+
+    def train_step(state: TrainState, batch: dict):
+        dropout_key = jax.random.fold_in(state.dropout_key, state.step)
+        if axis_name is not None:
+            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+        count = jnp.sum(batch["mask"].astype(jnp.float32))
+        if axis_name is not None:
+            count = jax.lax.psum(count, axis_name)
+        count = jnp.maximum(count, 1.0)
+        # Replica gradients are summed below, so each adds 1/R of the penalty.
+        replicas = 1 if axis_name is None else jax.lax.psum(1, axis_name)
+
+        def loss_fn(params):
+            outputs, new_model_state = _forward(state, params, batch["x"], train=True, dropout_key=dropout_key)
+            sums = objective.sums(outputs, batch["y"], batch["mask"])
+            return sums["loss"] / count + objective.penalty(params) / replicas, (sums, new_model_state)
+
+        grads, (sums, new_model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+        if axis_name is not None:
+            # Each replica's gradient is of its share of the global mean: sum them.
+            grads = jax.lax.psum(grads, axis_name)
+            sums = jax.lax.psum(sums, axis_name)
+            new_model_state = jax.lax.pmean(new_model_state, axis_name)
+        return state.apply_gradients(grads, new_model_state), sums
+
+    return train_step
+
+
+def make_eval_step(objective: Objective) -> Callable:
+    """The pure step ``(state, batch) -> sums`` in evaluation mode (no dropout, running BN stats)."""
+
+    def eval_step(state: TrainState, batch: dict):
+        outputs, _ = _forward(state, state.params, batch["x"], train=False)
+        return objective.sums(outputs, batch["y"], batch["mask"])
+
+    return eval_step
+
+
+def epoch_plan(data_key: jax.Array, epoch, num_examples: int, batch_size: int, *,
+               shuffle: bool = True, drop_remainder: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Row indices and masks of every batch of one epoch: ``(idx, mask)``, each (num_batches, B).
+
+    The order is ``permutation(fold_in(data_key, epoch), n)``: a pure function of the
+    key and the epoch. A last partial batch is filled with the epoch's first rows
+    (real data, so batch statistics stay sensible) whose mask is 0, unless
+    ``drop_remainder`` drops it.
+
+    >>> idx, mask = epoch_plan(jax.random.key(0), 0, 5, 2, shuffle=False)
+    >>> idx.tolist(), mask.tolist()
+    ([[0, 1], [2, 3], [4, 0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    """
+    num_batches = num_batches_per_epoch(num_examples, batch_size, drop_remainder)
+    if shuffle:
+        order = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+    else:
+        order = jnp.arange(num_examples)
+    order = order.astype(jnp.int32)
+    total = num_batches * batch_size
+    if total <= num_examples:
+        idx = order[:total]
+        mask = jnp.ones((total,), jnp.float32)
+    else:
+        pad = total - num_examples
+        idx = jnp.concatenate([order, order[:pad]])
+        mask = jnp.concatenate([jnp.ones((num_examples,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    return idx.reshape(num_batches, batch_size), mask.reshape(num_batches, batch_size)
+
+
+def num_batches_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """⌈n / B⌉, or ⌊n / B⌋ with ``drop_remainder``."""
+    if drop_remainder:
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the optimizer itself is passed to ``fit`` separately).
+
+    Attributes:
+      epochs: passes over the training set.
+      batch_size: examples per step. ``None`` means full-batch gradient descent,
+        1 means single-sample stochastic gradient descent, anything in between
+        minibatch SGD (the three the slides compare).
+      loss: a name from ``jaxnets.losses.LOSSES``; None picks the task's default
+        (MSE, binary or softmax cross-entropy).
+      head: the model's output function ("logits" unless the model applies a
+        sigmoid/softmax itself); accuracy thresholds follow it.
+      l1, l2: penalties l1·Σ|w| + l2·½Σw² on weights (not biases).
+      seed: determines initialization, dropout and data order.
+      shuffle: reshuffle the training set every epoch.
+      drop_remainder: drop a last partial batch instead of padding and masking it.
+      loop: "scan" compiles a whole epoch into one call; "python" dispatches one
+        compiled step per batch. Same results.
+      eval_batch_size: batch size for evaluation (padded and masked, never dropped).
+      eval_train: evaluate the whole training set at each epoch's end
+        (``train_loss``/``train_accuracy``); the running mean over the epoch's
+        steps is reported as ``epoch_loss`` either way.
+      eval_every: evaluate every k epochs (and always after the last).
+      early_stopping_patience: stop after this many evaluations without an
+        improvement of ``monitor``; None disables early stopping.
+      monitor: the validation metric early stopping watches.
+      restore_best: with early stopping, return the parameters of the best epoch.
+      progress: show a progress bar.
+    """
+
+    epochs: int = 10
+    batch_size: int | None = 128
+    loss: str | None = None
+    head: str = "logits"
+    l1: float = 0.0
+    l2: float = 0.0
+    seed: int = 0
+    shuffle: bool = True
+    drop_remainder: bool = False
+    loop: str = "scan"
+    eval_batch_size: int = 1024
+    eval_train: bool = True
+    eval_every: int = 1
+    early_stopping_patience: int | None = None
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    progress: bool = False
+
+    def __post_init__(self):
+        _check_int("epochs", self.epochs, minimum=1)
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        _check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        _check_int("eval_every", self.eval_every, minimum=1)
+        if self.early_stopping_patience is not None:
+            _check_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
+        if self.loop not in LOOPS:
+            raise ValueError(f"loop: got {self.loop!r}; allowed: {', '.join(LOOPS)}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor: got {self.monitor!r}; allowed: {', '.join(MONITORS)}")
+        for name in ("l1", "l2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name}: got {value!r}; allowed: a number >= 0")
+
+
+def _check_int(name: str, value, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: got {value!r}; allowed: an integer >= {minimum}")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+      state: the final (or, with early stopping and ``restore_best``, the best) state.
+      history: one dict per evaluated epoch (epoch, step, epoch_loss, train_*, val_*, test_*, time_s).
+      best_epoch: the epoch whose state is returned.
+      traces: how many times each compiled function was traced (1 each: no recompiles).
+      wall_time_s: total time of ``fit``; train_time_s: time inside training calls.
+      steps_per_s: optimizer steps per second, compile time excluded where
+        measurable (epochs after the first).
+      num_params: number of trainable scalars.
+    """
+
+    state: TrainState
+    history: list[dict]
+    best_epoch: int
+    traces: dict[str, int]
+    wall_time_s: float
+    train_time_s: float
+    steps_per_s: float
+    num_params: int
+
+    @property
+    def final(self) -> dict:
+        """The history entry of the returned state's epoch."""
+        for entry in self.history:
+            if entry["epoch"] == self.best_epoch:
+                return entry
+        return self.history[-1]
+
+
+class Evaluator:
+    """Evaluates a state on whole splits with one compiled, fixed-shape batch function."""
+
+    def __init__(self, objective: Objective, batch_size: int, traces: dict[str, int]):
+        self.objective = objective
+        self.batch_size = batch_size
+        eval_step = make_eval_step(objective)
+
+        def counted(state, batch):
+            traces["eval_step"] = traces.get("eval_step", 0) + 1
+            return eval_step(state, batch)
+
+        self._step = jax.jit(counted)
+
+    def __call__(self, state: TrainState, x, y, *, prefix: str = "") -> dict[str, float]:
+        n = int(x.shape[0])
+        batch = self.batch_size
+        totals: dict[str, float] = {}
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            rows = np.arange(start, start + batch)
+            mask = (rows < stop).astype(np.float32)
+            rows = np.where(rows < stop, rows, start)  # pad with a real row, masked out
+            sums = self._step(state, {"x": x[rows], "y": y[rows], "mask": mask})
+            for key, value in jax.device_get(sums).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        ss_total = None
+        num_outputs = 1
+        if not self.objective.is_classification:
+            y_host = np.asarray(y, dtype=np.float64)
+            ss_total = float(np.sum((y_host - y_host.mean(axis=0)) ** 2))
+            num_outputs = int(np.prod(y_host.shape[1:])) or 1
+        return summarize(totals, prefix=prefix, target_ss_total=ss_total, num_outputs=num_outputs)
+
+
+def evaluate(state: TrainState, x, y, objective: Objective, *, batch_size: int = 1024,
+             prefix: str = "") -> dict[str, float]:
+    """Mean loss and metrics of ``state`` on (x, y) in evaluation mode.
+
+    Every example counts exactly once: the last batch is padded and masked, never dropped.
+    Returns ``{"loss", "accuracy"}`` for classification or ``{"loss", "rmse", "r2"}``
+    for regression, each key prefixed with ``prefix``.
+    """
+    batch = max(1, min(batch_size, int(x.shape[0])))
+    return Evaluator(objective, batch, {})(state, x, y, prefix=prefix)
+
+
+def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
+        config: TrainConfig = TrainConfig(), *, state: TrainState | None = None,
+        on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``model`` on ``data`` with optimizer ``tx``.
+
+    Each epoch draws a fresh order of the training rows, runs ⌈n/B⌉ steps (the
+    last batch padded and masked unless ``drop_remainder``), then evaluates on
+    the training, validation and test splits in evaluation mode. The step is
+    compiled once and reused for every epoch.
+
+    Args:
+      model: a Flax Linen module (see ``jaxnets.models``).
+      data: a ``jaxnets.data.Dataset``.
+      tx: an Optax transformation, e.g. ``jaxnets.optim.create("adam", 1e-3)``.
+      config: a ``TrainConfig``.
+      state: start from this state instead of a fresh initialization.
+      on_epoch_end: called with each history entry as it is produced.
+
+    Returns:
+      A ``FitResult`` with the final state and the per-epoch history.
+
+    >>> import jaxnets as jn
+    >>> data = jn.data.load("xor")
+    >>> model = jn.models.MLP(hidden=(8,), output_dim=data.output_dim)
+    >>> result = jn.fit(model, data, jn.optim.create("adam", 0.05), jn.TrainConfig(epochs=200, batch_size=None, eval_every=200))
+    >>> result.final["train_accuracy"]
+    1.0
+    """
+    started = time.perf_counter()
+    objective = objective_for(data.task, loss=config.loss, head=config.head, l1=config.l1, l2=config.l2)
+    x_train, y_train = check_arrays(data.x_train, data.y_train, "train")
+    n = int(x_train.shape[0])
+    batch_size = n if config.batch_size is None else min(config.batch_size, n)
+    if config.drop_remainder and config.batch_size is not None and config.batch_size > n:
+        raise ValueError(f"batch_size: got {config.batch_size}; allowed: <= {n} (training examples) "
+                         "when drop_remainder is set")
+    shuffle = config.shuffle and batch_size < n  # full-batch gradient descent needs no order
+    steps_per_epoch = num_batches_per_epoch(n, batch_size, config.drop_remainder)
+
+    if state is None:
+        state = create_state(model, tx, x_train, config.seed)
+    data_key = run_keys(config.seed).data
+    traces: dict[str, int] = {}
+    xs, ys = jax.device_put(x_train), jax.device_put(y_train)
+
+    train_step = make_train_step(objective)
+
+    def indexed_step(state, xs, ys, idx, mask):
+        traces["train_step"] = traces.get("train_step", 0) + 1
+        return train_step(state, {"x": xs[idx], "y": ys[idx], "mask": mask})
+
+    plan = jax.jit(epoch_plan, static_argnums=(2, 3), static_argnames=("shuffle", "drop_remainder"))
+
+    if config.loop == "scan":
+        def run_epoch(state, xs, ys, data_key, epoch):
+            traces["epoch"] = traces.get("epoch", 0) + 1
+            idx, mask = epoch_plan(data_key, epoch, n, batch_size, shuffle=shuffle,
+                                   drop_remainder=config.drop_remainder)
+
+            def body(carry, plan_row):
+                new_state, sums = indexed_step(carry, xs, ys, *plan_row)
+                return new_state, sums
+
+            state, sums = jax.lax.scan(body, state, (idx, mask))
+            return state, jax.tree_util.tree_map(jnp.sum, sums)
+
+        run_epoch = jax.jit(run_epoch, donate_argnums=0)
+    else:
+        step = jax.jit(indexed_step, donate_argnums=0)
+
+        def run_epoch(state, xs, ys, data_key, epoch):
+            idx, mask = plan(data_key, epoch, n, batch_size, shuffle=shuffle,
+                             drop_remainder=config.drop_remainder)
+            totals = None
+            for i in range(steps_per_epoch):
+                state, sums = step(state, xs, ys, idx[i], mask[i])
+                totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+            return state, totals
+
+    evaluator = Evaluator(objective, max(1, min(config.eval_batch_size, _largest_split(data))), traces)
+    splits = [("train_", x_train, y_train)] if config.eval_train else []
+    if data.num_val:
+        splits.append(("val_", *check_arrays(data.x_val, data.y_val, "val")))
+    if data.num_test:
+        splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
+
+    first_epoch = int(state.step) // steps_per_epoch
+    history: list[dict] = []
+    best = (None, -1, None)  # (score, epoch, state)
+    bad_evals = 0
+    train_time, timed_steps, timed_time = 0.0, 0, 0.0
+    epochs = range(first_epoch, config.epochs)
+    if config.progress:
+        from tqdm.auto import tqdm
+        epochs = tqdm(epochs, desc="train", unit="epoch")
+    for epoch in epochs:
+        tick = time.perf_counter()
+        state, sums = run_epoch(state, xs, ys, data_key, jnp.int32(epoch))
+        sums = jax.device_get(sums)
+        elapsed = time.perf_counter() - tick
+        train_time += elapsed
+        if epoch > first_epoch or config.epochs - first_epoch == 1:
+            timed_steps += steps_per_epoch
+            timed_time += elapsed
+        last = epoch == config.epochs - 1
+        if (epoch + 1 - first_epoch) % config.eval_every and not last:
+            continue
+        entry = {"epoch": epoch, "step": int(state.step),
+                 "epoch_loss": float(sums["loss"]) / max(float(sums["count"]), 1.0)}
+        for prefix, x, y in splits:
+            entry.update(evaluator(state, x, y, prefix=prefix))
+        entry["time_s"] = time.perf_counter() - started
+        history.append(entry)
+        if config.progress:
+            epochs.set_postfix({k: round(v, 4) for k, v in entry.items() if k.endswith(("loss", "accuracy"))})
+        if on_epoch_end is not None:
+            on_epoch_end(entry)
+        if config.early_stopping_patience is not None:
+            if config.monitor not in entry:
+                raise ValueError(f"monitor: got {config.monitor!r}; allowed: a metric of this run "
+                                 f"({', '.join(k for k in entry if k.startswith('val_'))}); "
+                                 "early stopping needs a validation split")
+            score = entry[config.monitor] * (1.0 if config.monitor in ("val_loss", "val_rmse") else -1.0)
+            if best[0] is None or score < best[0]:
+                best = (score, epoch, jax.tree_util.tree_map(jnp.copy, state) if config.restore_best else None)
+                bad_evals = 0
+            else:
+                bad_evals += 1
+                if bad_evals >= config.early_stopping_patience:
+                    break
+    best_epoch = history[-1]["epoch"] if history else first_epoch - 1
+    if config.early_stopping_patience is not None and config.restore_best and best[2] is not None:
+        state, best_epoch = best[2], best[1]
+    return FitResult(
+        state=state,
+        history=history,
+        best_epoch=best_epoch,
+        traces=traces,
+        wall_time_s=time.perf_counter() - started,
+        train_time_s=train_time,
+        steps_per_s=timed_steps / timed_time if timed_time > 0 else float("nan"),
+        num_params=count_params(state.params),
+    )
+
+
+def _largest_split(data: Dataset) -> int:
+    return max(data.num_train, data.num_val, data.num_test)
+
+
+def check_arrays(x, y, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check one split's arrays before anything compiles: same length, numeric, finite x.
+
+    Raises a one-line ValueError naming the split and what is wrong.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 2:
+        raise ValueError(f"x_{split}: got shape {x.shape}; allowed: (examples, *features) with at least 2 dims")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"y_{split}: got {y.shape[0]} rows; allowed: {x.shape[0]} (as many as x_{split})")
+    if x.shape[0] == 0:
+        raise ValueError(f"x_{split}: got 0 examples; allowed: at least 1")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"x_{split}: got dtype {x.dtype}; allowed: a floating dtype")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"x_{split}: got non-finite values; allowed: finite numbers only")
+    return x, y
+
+
+def steps_for(num_examples: int, batch_size: int | None, epochs: int, drop_remainder: bool = False) -> int:
+    """Total optimizer steps of a run: epochs · ⌈n / B⌉ (B = n for full batch)."""
+    batch = num_examples if batch_size is None else min(batch_size, num_examples)
+    return epochs * num_batches_per_epoch(num_examples, batch, drop_remainder)
+
+
+__all__ = [
+    "TrainState", "TrainConfig", "FitResult", "RunKeys", "run_keys", "create_state",
+    "make_train_step", "make_eval_step", "epoch_plan", "num_batches_per_epoch", "fit",
+    "evaluate", "Evaluator", "check_arrays", "steps_for",
+]
