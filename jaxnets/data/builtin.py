@@ -500,7 +500,7 @@ _REGISTRY: dict[str, _Entry] = {
     "sine": _Entry(sine, "regression", False,
                    "generated: y = sin(x), abs(x) or step(x) for x ~ U[-pi, pi]; test on an even grid"),
     "house_prices": _Entry(house_prices, "regression", True, _house_source()),
-    "digits": _Entry(digits, "multiclass", False, f"scikit-learn load_digits, pixels / {DIGITS_MAX:g}"),
+    "digits": _Entry(digits, "multiclass", True, f"scikit-learn load_digits, pixels / {DIGITS_MAX:g}"),
     "breast_cancer": _Entry(breast_cancer, "binary", True, "scikit-learn load_breast_cancer"),
     "diabetes": _Entry(diabetes, "regression", True, "scikit-learn load_diabetes(scaled=False)"),
     "iris": _Entry(iris, "multiclass", True, "scikit-learn load_iris"),
