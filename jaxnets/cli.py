@@ -8,6 +8,7 @@ the value given and what is allowed; nothing is written in that case.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import platform
 import sys
@@ -93,6 +94,18 @@ def _hparam(text: str) -> tuple[str, float]:
         raise UsageError(f"--hparam: got {text!r}; allowed: NAME=NUMBER, e.g. momentum=0.9") from None
 
 
+def _model_option(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with VALUE a Python literal (``3``, ``0.1``, ``25,25``) or a bare word."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UsageError(f"--model-opt: got {text!r}; allowed: NAME=VALUE, e.g. channels=32,64 or dropout_rate=0.1")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return name.strip(), parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxnets", description="Train neural networks with JAX, Flax and Optax.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -112,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init", dest="kernel_init", default=None, help="weight initializer: normal, lecun, glorot, he")
     g.add_argument("--init-scale", type=_positive_float("--init-scale"), default=None,
                    help="standard deviation for --init normal")
+    g.add_argument("--model-opt", type=_model_option, action="append", default=[],
+                   help="any other option of the model, NAME=VALUE (repeatable; see `jaxnets list`)")
     g = train.add_argument_group("optimization")
     g.add_argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad")
     g.add_argument("--lr", type=_positive_float("--lr"), default=1e-3, help="base learning rate η")
@@ -193,6 +208,10 @@ def _prepare_train(args):
     model_options = {name: value for name, value in (
         ("hidden", args.hidden), ("activation", args.activation),
         ("kernel_init", args.kernel_init), ("init_scale", args.init_scale)) if value is not None}
+    for name, value in args.model_opt:
+        if name in model_options:
+            raise UsageError(f"--model-opt: got {name!r} twice; allowed: each option once")
+        model_options[name] = value
     try:
         model = models.get_model(args.model, output_dim=dataset.output_dim, **model_options)
     except ValueError as err:
@@ -244,8 +263,9 @@ def run_train(args) -> int:
 
     dataset, model, tx, config = _prepare_train(args)
     out = Path(args.out) if args.out else None
-    run_config = {key: value for key, value in vars(args).items() if key not in ("command", "hparam")}
+    run_config = {key: value for key, value in vars(args).items() if key not in ("command", "hparam", "model_opt")}
     run_config["hparams"] = dict(args.hparam)
+    run_config["model_options"] = dict(args.model_opt)
     run_config["train_config"] = dataclasses.asdict(config)
 
     history: list[dict] = []

@@ -72,18 +72,28 @@ class Objective:
     def sums(self, outputs, targets, mask) -> dict[str, jnp.ndarray]:
         """Masked sums over a batch: ``count``, ``loss`` and the task's metric sums.
 
+        For outputs with a time axis, e.g. logits (B, T, K) and labels (B, T), each
+        example's loss and accuracy are means over its T positions.
+
         Regression adds ``sq_error`` (Σ‖ŷ−y‖², for RMSE and R²); classification adds
         ``correct`` (number of right predictions).
         """
         mask = mask.astype(jnp.float32)
-        per_example = self.loss_fn(outputs, targets).astype(jnp.float32)
+        per_example = _per_example(self.loss_fn(outputs, targets))
         out = {"count": jnp.sum(mask), "loss": jnp.sum(mask * per_example)}
         if self.is_classification:
-            hit = metrics.correct(outputs, targets, self.task, head=self.head)
-            out["correct"] = jnp.sum(mask * hit.astype(jnp.float32))
+            hit = _per_example(metrics.correct(outputs, targets, self.task, head=self.head))
+            out["correct"] = jnp.sum(mask * hit)
         else:
             out["sq_error"] = jnp.sum(mask * metrics.squared_error(outputs, targets))
         return out
+
+
+def _per_example(values: jnp.ndarray) -> jnp.ndarray:
+    """(batch, ...) -> (batch,): sequence models (many-to-many, language models) give a
+    value per position; an example's value is their mean over positions."""
+    values = values.astype(jnp.float32)
+    return values if values.ndim == 1 else values.reshape(values.shape[0], -1).mean(axis=1)
 
 
 def objective_for(task: str, *, loss: str | None = None, head: str = "logits",

@@ -44,6 +44,13 @@ def test_same_command_gives_the_same_parameters(tmp_path, capsys):
     assert digests[0] == digests[1]
 
 
+def test_model_options_reach_the_model(tmp_path, capsys):
+    out = tmp_path / "opt"
+    status, _, _ = run_cli(FAST + ["--model-opt", "dropout_rate=0.25", "--out", str(out)], capsys)
+    assert status == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["model_options"] == {"dropout_rate": 0.25}
+
+
 def test_regression_dataset_reports_rmse_and_r2(tmp_path, capsys):
     out = tmp_path / "reg"
     status, _, _ = run_cli(["train", "--dataset", "diabetes", "--model", "linear", "--optimizer", "sgd", "--lr", "0.05",
@@ -78,6 +85,9 @@ BAD_INPUTS = [
     (["--hparam", "momentum"], "--hparam: got 'momentum'"),
     (["--optimizer", "sgd", "--hparam", "nonsense=1"], "nonsense"),
     (["--loss", "hinge"], "--loss: got 'hinge'"),
+    (["--model-opt", "dropout_rate"], "--model-opt: got 'dropout_rate'"),
+    (["--model-opt", "widht=3"], "widht"),
+    (["--model-opt", "dropout_rate=1.5"], "dropout_rate: got 1.5"),
 ]
 
 
