@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N evaluations without improvement of --monitor (needs --validation)")
     g.add_argument("--monitor", default="val_loss")
     g.add_argument("--loop", default="scan", help="scan (one compiled call per epoch) or python (one per step)")
+    g.add_argument("--parallel", default="none",
+                   help="none (one device), pmap (replicated state, batch split over devices) or sharded (jit over a mesh)")
     g.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     g = train.add_argument_group("output")
     g.add_argument("--out", default=None, help="directory for metrics.jsonl and summary.json")
@@ -167,6 +169,7 @@ def _prepare_train(args):
     """Validate every option and build data, model and optimizer before anything is written."""
     from jaxnets import data as data_lib
     from jaxnets import losses, models, optim
+    from jaxnets.parallel import MODES
     from jaxnets.train import LOOPS, MONITORS, TrainConfig
 
     _check_choice("--dataset", args.dataset, data_lib.DATASETS)
@@ -174,6 +177,7 @@ def _prepare_train(args):
     _check_choice("--optimizer", args.optimizer, optim.OPTIMIZERS)
     _check_choice("--schedule", args.schedule, optim.SCHEDULES)
     _check_choice("--loop", args.loop, LOOPS)
+    _check_choice("--parallel", args.parallel, MODES)
     _check_choice("--monitor", args.monitor, MONITORS)
     if args.activation is not None:
         _check_choice("--activation", args.activation, tuple(models.ACTIVATIONS))
@@ -229,10 +233,17 @@ def _prepare_train(args):
     try:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, l1=args.l1,
                              l2=args.l2, seed=args.seed, drop_remainder=args.drop_remainder, loop=args.loop,
+                             parallel=args.parallel,
                              early_stopping_patience=args.early_stopping, monitor=args.monitor,
                              progress=args.progress and sys.stderr.isatty())
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.parallel != "none" and args.batch_size is not None and args.batch_size <= dataset.num_train:
+        import jax
+        devices = jax.local_device_count() if args.parallel == "pmap" else jax.device_count()
+        if args.batch_size % devices:
+            raise UsageError(f"--batch-size: got {args.batch_size}; allowed: a multiple of the {devices} "
+                             f"devices used by --parallel {args.parallel}")
     if args.drop_remainder and args.batch_size is not None and args.batch_size > dataset.num_train:
         raise UsageError(f"--batch-size: got {args.batch_size}; allowed: <= {dataset.num_train} "
                          "(training examples) with --drop-remainder")
@@ -255,9 +266,8 @@ def _versions() -> dict[str, str]:
 
 
 def run_train(args) -> int:
-    import jax
-
     from jaxnets.io import atomic_write_json, atomic_write_jsonl
+    from jaxnets.parallel import device_summary
     from jaxnets.train import fit
     from jaxnets.tree import params_sha256
 
@@ -305,7 +315,7 @@ def run_train(args) -> int:
         "num_params": result.num_params,
         "params_sha256": params_sha256(result.state.params),
         "traces": result.traces,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": device_summary(),
         "versions": _versions(),
     }
     if out is not None:

@@ -28,6 +28,7 @@ import optax
 
 from jaxnets.data import Dataset
 from jaxnets.objective import Objective, objective_for, summarize
+from jaxnets.parallel import MODES, Geometry, make_runner
 from jaxnets.tree import count_params
 
 LOOPS = ("scan", "python")
@@ -229,6 +230,9 @@ class TrainConfig:
       drop_remainder: drop a last partial batch instead of padding and masking it.
       loop: "scan" compiles a whole epoch into one call; "python" dispatches one
         compiled step per batch. Same results.
+      parallel: "none" (one device), "pmap" (replicated state, batch split over
+        local devices) or "sharded" (jit over a device mesh); see ``jaxnets.parallel``.
+        The batch size must be a multiple of the device count.
       eval_batch_size: batch size for evaluation (padded and masked, never dropped).
       eval_train: evaluate the whole training set at each epoch's end
         (``train_loss``/``train_accuracy``); the running mean over the epoch's
@@ -251,6 +255,7 @@ class TrainConfig:
     shuffle: bool = True
     drop_remainder: bool = False
     loop: str = "scan"
+    parallel: str = "none"
     eval_batch_size: int = 1024
     eval_train: bool = True
     eval_every: int = 1
@@ -268,6 +273,8 @@ class TrainConfig:
         _check_int("eval_every", self.eval_every, minimum=1)
         if self.early_stopping_patience is not None:
             _check_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
+        if self.parallel not in MODES:
+            raise ValueError(f"parallel: got {self.parallel!r}; allowed: {', '.join(MODES)}")
         if self.loop not in LOOPS:
             raise ValueError(f"loop: got {self.loop!r}; allowed: {', '.join(LOOPS)}")
         if self.monitor not in MONITORS:
@@ -395,7 +402,12 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     objective = objective_for(data.task, loss=config.loss, head=config.head, l1=config.l1, l2=config.l2)
     x_train, y_train = check_arrays(data.x_train, data.y_train, "train")
     n = int(x_train.shape[0])
-    batch_size = n if config.batch_size is None else min(config.batch_size, n)
+    devices = 1 if config.parallel == "none" else (
+        jax.local_device_count() if config.parallel == "pmap" else jax.device_count())
+    if config.batch_size is not None and config.batch_size <= n:
+        batch_size = config.batch_size  # must split over the devices: make_runner checks
+    else:  # full batch (or more than n): n rows, padded up to a multiple of the devices
+        batch_size = -(-n // devices) * devices
     if config.drop_remainder and config.batch_size is not None and config.batch_size > n:
         raise ValueError(f"batch_size: got {config.batch_size}; allowed: <= {n} (training examples) "
                          "when drop_remainder is set")
@@ -406,41 +418,12 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         state = create_state(model, tx, x_train, config.seed)
     data_key = run_keys(config.seed).data
     traces: dict[str, int] = {}
-    xs, ys = jax.device_put(x_train), jax.device_put(y_train)
-
-    train_step = make_train_step(objective)
-
-    def indexed_step(state, xs, ys, idx, mask):
-        traces["train_step"] = traces.get("train_step", 0) + 1
-        return train_step(state, {"x": xs[idx], "y": ys[idx], "mask": mask})
-
-    plan = jax.jit(epoch_plan, static_argnums=(2, 3), static_argnames=("shuffle", "drop_remainder"))
-
-    if config.loop == "scan":
-        def run_epoch(state, xs, ys, data_key, epoch):
-            traces["epoch"] = traces.get("epoch", 0) + 1
-            idx, mask = epoch_plan(data_key, epoch, n, batch_size, shuffle=shuffle,
-                                   drop_remainder=config.drop_remainder)
-
-            def body(carry, plan_row):
-                new_state, sums = indexed_step(carry, xs, ys, *plan_row)
-                return new_state, sums
-
-            state, sums = jax.lax.scan(body, state, (idx, mask))
-            return state, jax.tree_util.tree_map(jnp.sum, sums)
-
-        run_epoch = jax.jit(run_epoch, donate_argnums=0)
-    else:
-        step = jax.jit(indexed_step, donate_argnums=0)
-
-        def run_epoch(state, xs, ys, data_key, epoch):
-            idx, mask = plan(data_key, epoch, n, batch_size, shuffle=shuffle,
-                             drop_remainder=config.drop_remainder)
-            totals = None
-            for i in range(steps_per_epoch):
-                state, sums = step(state, xs, ys, idx[i], mask[i])
-                totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-            return state, totals
+    geometry = Geometry(n, batch_size, steps_per_epoch, shuffle, config.drop_remainder)
+    runner = make_runner(config.parallel, lambda axis: make_train_step(objective, axis_name=axis), geometry,
+                         loop=config.loop, traces=traces)
+    first_epoch = int(state.step) // steps_per_epoch
+    xs, ys = runner.put_data(x_train), runner.put_data(y_train)
+    state = runner.put_state(state)
 
     evaluator = Evaluator(objective, max(1, min(config.eval_batch_size, _largest_split(data))), traces)
     splits = [("train_", x_train, y_train)] if config.eval_train else []
@@ -449,7 +432,6 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     if data.num_test:
         splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
 
-    first_epoch = int(state.step) // steps_per_epoch
     history: list[dict] = []
     best = (None, -1, None)  # (score, epoch, state)
     bad_evals = 0
@@ -460,8 +442,7 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         epochs = tqdm(epochs, desc="train", unit="epoch")
     for epoch in epochs:
         tick = time.perf_counter()
-        state, sums = run_epoch(state, xs, ys, data_key, jnp.int32(epoch))
-        sums = jax.device_get(sums)
+        state, sums = runner.run_epoch(state, xs, ys, data_key, epoch)
         elapsed = time.perf_counter() - tick
         train_time += elapsed
         if epoch > first_epoch or config.epochs - first_epoch == 1:
@@ -470,10 +451,11 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         last = epoch == config.epochs - 1
         if (epoch + 1 - first_epoch) % config.eval_every and not last:
             continue
-        entry = {"epoch": epoch, "step": int(state.step),
+        host_state = runner.get_state(state)
+        entry = {"epoch": epoch, "step": int(host_state.step),
                  "epoch_loss": float(sums["loss"]) / max(float(sums["count"]), 1.0)}
         for prefix, x, y in splits:
-            entry.update(evaluator(state, x, y, prefix=prefix))
+            entry.update(evaluator(host_state, x, y, prefix=prefix))
         entry["time_s"] = time.perf_counter() - started
         history.append(entry)
         if config.progress:
@@ -487,12 +469,13 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
                                  "early stopping needs a validation split")
             score = entry[config.monitor] * (1.0 if config.monitor in ("val_loss", "val_rmse") else -1.0)
             if best[0] is None or score < best[0]:
-                best = (score, epoch, jax.tree_util.tree_map(jnp.copy, state) if config.restore_best else None)
+                best = (score, epoch, jax.tree_util.tree_map(jnp.copy, host_state) if config.restore_best else None)
                 bad_evals = 0
             else:
                 bad_evals += 1
                 if bad_evals >= config.early_stopping_patience:
                     break
+    state = runner.get_state(state)
     best_epoch = history[-1]["epoch"] if history else first_epoch - 1
     if config.early_stopping_patience is not None and config.restore_best and best[2] is not None:
         state, best_epoch = best[2], best[1]

@@ -1,0 +1,288 @@
+"""Where the training step runs: one device, ``pmap`` data parallelism, or a sharded ``jit``.
+
+This is the only module that knows about devices. ``train.fit`` hands it the pure
+step and gets back a runner that places the state and the data, runs one epoch
+and returns the state to the host; models, losses and the step itself never
+change with the mode.
+
+Modes (``MODES``):
+
+- ``"none"``: one device; the step is ``jit``-compiled (or scanned) as written.
+- ``"pmap"``: the state is replicated with a leading device axis; every device
+  takes ``B / D`` rows of each global batch of ``B``; inside the step the loss
+  sums and counts are ``psum``-ed, gradients summed, batch statistics
+  ``pmean``-ed, and each device folds its axis index into the dropout key, so
+  the replicas stay identical after every step.
+- ``"sharded"``: one program over a 1-D ``Mesh`` (axis ``"data"``, Auto axis
+  type): the state is replicated (``PartitionSpec()``), each batch is sharded
+  along its rows (``PartitionSpec("data")``), and XLA inserts the collectives.
+  This is the path JAX recommends for new code, and the one that spans several
+  processes (``jax.distributed``).
+
+Both loops of ``fit`` run in every mode: ``"scan"`` (a whole epoch per compiled
+call) and ``"python"`` (one compiled step per batch). The epoch's batch plan is
+a pure function of (data key, epoch) computed inside the compiled code.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+MODES = ("none", "pmap", "sharded")
+AXIS = "data"
+
+
+class Geometry(NamedTuple):
+    """How one epoch is cut into batches.
+
+    Attributes:
+      num_examples: training rows n.
+      batch_size: global rows per step B (including masked padding).
+      steps_per_epoch: ⌈n/B⌉ (or ⌊n/B⌋ with drop_remainder).
+      shuffle: draw a new order every epoch.
+      drop_remainder: drop a last partial batch instead of masking it.
+    """
+
+    num_examples: int
+    batch_size: int
+    steps_per_epoch: int
+    shuffle: bool
+    drop_remainder: bool
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"parallel: got {mode!r}; allowed: {', '.join(MODES)}")
+    return mode
+
+
+def check_batch_divisible(batch_size: int, num_devices: int, mode: str) -> None:
+    """The global batch must split evenly over the devices (one line error otherwise)."""
+    if batch_size % num_devices:
+        raise ValueError(f"batch_size: got {batch_size}; allowed: a multiple of the {num_devices} devices "
+                         f"used by parallel={mode!r}")
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``"data"`` over ``devices`` (default: all), with an Auto axis.
+
+    Auto (not Explicit, the current ``make_mesh`` default) lets XLA propagate shardings
+    through Flax Linen code such as dropout's random bits, which Explicit axes reject.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+class Runner:
+    """Runs epochs of a pure step on some devices. Subclasses set the placement."""
+
+    mode = "none"
+    num_devices = 1
+
+    def __init__(self, train_step_for: Callable[[str | None], Callable], geometry: Geometry,
+                 loop: str, traces: dict[str, int]):
+        from jaxnets.train import epoch_plan  # a pure function; imported here to avoid a cycle
+
+        self.geometry = geometry
+        self.loop = loop
+        self.traces = traces
+        step = train_step_for(self.axis_name)
+        g = geometry
+        part = self.batch_part
+
+        def plan(data_key, epoch):
+            return epoch_plan(data_key, epoch, g.num_examples, g.batch_size,
+                              shuffle=g.shuffle, drop_remainder=g.drop_remainder)
+
+        def indexed_step(state, xs, ys, idx, mask):
+            traces["train_step"] = traces.get("train_step", 0) + 1
+            idx, mask = part(idx, mask)
+            return step(state, self.constrain({"x": xs[idx], "y": ys[idx], "mask": mask}))
+
+        def scan_epoch(state, xs, ys, data_key, epoch):
+            traces["epoch"] = traces.get("epoch", 0) + 1
+            idx, mask = plan(data_key, epoch)
+            state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
+            return state, jax.tree_util.tree_map(jnp.sum, sums)
+
+        self._plan = self.compile(plan, state_arg=False)
+        self._step = self.compile(indexed_step)
+        self._scan_epoch = self.compile(scan_epoch)
+
+    # --- placement hooks (overridden per mode) ---------------------------------------
+    axis_name: str | None = None
+
+    def batch_part(self, idx, mask):
+        """This device's rows of a global batch (all of them, except under pmap)."""
+        return idx, mask
+
+    def constrain(self, batch: dict) -> dict:
+        return batch
+
+    def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
+        return jax.jit(fn, donate_argnums=0 if state_arg else ())
+
+    def put_state(self, state):
+        return state
+
+    def put_data(self, array: np.ndarray):
+        return jax.device_put(array)
+
+    def get_state(self, state):
+        """One copy of the state (for evaluation, checkpoints and the caller)."""
+        return state
+
+    def host_sums(self, sums) -> dict[str, float]:
+        return {key: float(value) for key, value in jax.device_get(sums).items()}
+
+    # --- running ------------------------------------------------------------------------
+    def run_epoch(self, state, xs, ys, data_key, epoch: int):
+        """One epoch: returns the new (placed) state and the epoch's metric sums."""
+        # Key and epoch go in as device values (global ones under several processes).
+        data_key, epoch = self.put_data(data_key), self.put_data(np.int32(epoch))
+        if self.loop == "scan":
+            state, sums = self._scan_epoch(state, xs, ys, data_key, epoch)
+            return state, self.host_sums(sums)
+        idx, mask = self._plan(data_key, epoch)
+        totals = None
+        for i in range(self.geometry.steps_per_epoch):
+            state, sums = self._step(state, xs, ys, idx[i], mask[i])
+            totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+        return state, self.host_sums(totals)
+
+
+class PmapRunner(Runner):
+    """``jax.pmap`` over the local devices; state carries a leading device axis."""
+
+    mode = "pmap"
+    axis_name = AXIS
+
+    def __init__(self, *args, devices: Sequence[jax.Device] | None = None, **kwargs):
+        self.devices = list(jax.local_devices() if devices is None else devices)
+        self.num_devices = len(self.devices)
+        # pmap (built on shard_map) lays out its per-device values like this.
+        self.stacked = NamedSharding(data_mesh(self.devices), PartitionSpec(AXIS))
+        super().__init__(*args, **kwargs)
+
+    def batch_part(self, idx, mask):
+        rows = idx.shape[-1] // self.num_devices
+        start = jax.lax.axis_index(AXIS) * rows
+        return (jax.lax.dynamic_slice_in_dim(idx, start, rows, axis=-1),
+                jax.lax.dynamic_slice_in_dim(mask, start, rows, axis=-1))
+
+    def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
+        if not state_arg:  # the batch plan is the same everywhere: compute it once
+            return jax.jit(fn)
+        # state is per-device (axis 0); data, key, epoch and plan rows are shared.
+        pmapped = jax.pmap(fn, axis_name=AXIS, in_axes=(0,) + (None,) * 4, devices=self.devices,
+                           donate_argnums=0)
+        return pmapped
+
+    def put_state(self, state):
+        # Commit each replica to its device the way pmap's own outputs are laid out,
+        # so the first call and every later one see the same input type (one trace).
+        def place(leaf):
+            if jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+                data = place(jax.random.key_data(leaf))
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+            stacked = np.broadcast_to(np.asarray(jax.device_get(leaf)), (self.num_devices, *np.shape(leaf)))
+            return jax.device_put(stacked, self.stacked)
+
+        return jax.tree_util.tree_map(place, state)
+
+    def put_data(self, array):
+        mesh = data_mesh(self.devices)
+        return jax.device_put(array, NamedSharding(mesh, PartitionSpec()))
+
+    def get_state(self, state):
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], state)
+
+    def host_sums(self, sums) -> dict[str, float]:
+        # Sums were psum-ed inside the step: every device holds the global value.
+        return {key: float(value[0]) for key, value in jax.device_get(sums).items()}
+
+
+class ShardedRunner(Runner):
+    """``jax.jit`` with the batch sharded over a 1-D mesh and the state replicated."""
+
+    mode = "sharded"
+
+    def __init__(self, *args, devices: Sequence[jax.Device] | None = None, **kwargs):
+        self.mesh = data_mesh(devices)
+        self.num_devices = self.mesh.size
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.rows = NamedSharding(self.mesh, PartitionSpec(AXIS))
+        super().__init__(*args, **kwargs)
+
+    def constrain(self, batch: dict) -> dict:
+        return jax.lax.with_sharding_constraint(batch, self.rows)
+
+    def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
+        if not state_arg:
+            return jax.jit(fn, out_shardings=self.replicated)
+        return jax.jit(fn, donate_argnums=0, out_shardings=self.replicated)
+
+    def put_state(self, state):
+        return replicate_global(state, self.replicated)
+
+    def put_data(self, array):
+        return replicate_global(array, self.replicated)
+
+    def get_state(self, state):
+        return state
+
+
+def replicate_global(tree: Any, sharding: NamedSharding) -> Any:
+    """Place identical host values on every device of ``sharding``'s mesh.
+
+    Works across processes: each process supplies its own (identical) copy for its
+    local devices, which is what ``jax.make_array_from_callback`` expects.
+    """
+    def place(leaf):
+        if jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+            impl = jax.random.key_impl(leaf)
+            data = replicate_global(jax.random.key_data(leaf), sharding)
+            return jax.random.wrap_key_data(data, impl=impl)
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(place, tree)
+
+
+def make_runner(mode: str, train_step_for: Callable[[str | None], Callable], geometry: Geometry, *,
+                loop: str, traces: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Runner:
+    """The runner for ``mode`` (see ``MODES``), after checking the batch splits over the devices.
+
+    Args:
+      mode: "none", "pmap" or "sharded".
+      train_step_for: ``axis_name -> train_step``; pmap needs the step's collectives
+        over its axis, the other modes a step without any.
+      geometry: the epoch's batch layout.
+      loop: "scan" or "python".
+      traces: a dict the compiled functions count their traces in.
+      devices: the devices to use (default: all local ones for pmap, all for sharded).
+    """
+    check_mode(mode)
+    if mode == "none":
+        return Runner(train_step_for, geometry, loop, traces)
+    cls = PmapRunner if mode == "pmap" else ShardedRunner
+    num_devices = len(devices) if devices is not None else (
+        jax.local_device_count() if mode == "pmap" else jax.device_count())
+    check_batch_divisible(geometry.batch_size, num_devices, mode)
+    return cls(train_step_for, geometry, loop, traces, devices=devices)
+
+
+def device_summary() -> dict[str, Any]:
+    """Backend, device kinds and counts, and process layout (for run summaries)."""
+    devices = jax.devices()
+    return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+            "device_count": len(devices), "local_device_count": jax.local_device_count(),
+            "process_count": jax.process_count(), "process_index": jax.process_index()}
+
+
+__all__ = ["MODES", "AXIS", "Geometry", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
+           "data_mesh", "replicate_global", "check_batch_divisible", "check_mode", "device_summary"]

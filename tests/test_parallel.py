@@ -1,0 +1,185 @@
+"""Data parallelism on 4 simulated CPU devices: pmap == sharded == one device, one trace each."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnets as jn
+from jaxnets.data import Dataset
+from jaxnets.models import MLP
+from jaxnets.parallel import Geometry, PmapRunner, data_mesh, make_runner
+from jaxnets.train import make_train_step
+
+assert jax.device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
+
+
+def blobs(n=50, d=4, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(k, d))
+    y = rng.integers(0, k, size=n + 13).astype(np.int32)
+    x = (centers[y] + rng.normal(size=(n + 13, d))).astype(np.float32)
+    return Dataset(x_train=x[:n], y_train=y[:n], x_val=x[n:n + 6], y_val=y[n:n + 6], x_test=x[n + 6:],
+                   y_test=y[n + 6:], task="multiclass", num_classes=k, name="blobs")
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Every mode x loop on the same problem: 50 rows, batch 16 (a masked partial batch of 2)."""
+    data = blobs()
+    model = MLP(hidden=(16,), output_dim=3)
+    out = {}
+    for mode in ("none", "pmap", "sharded"):
+        for loop in ("scan", "python"):
+            config = jn.TrainConfig(epochs=3, batch_size=16, parallel=mode, loop=loop)
+            out[mode, loop] = jn.fit(model, data, jn.optim.create("adam", 1e-2), config)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["none", "pmap", "sharded"])
+@pytest.mark.parametrize("loop", ["scan", "python"])
+def test_each_mode_traces_the_step_once_over_three_epochs(runs, mode, loop):
+    result = runs[mode, loop]
+    assert result.traces["train_step"] == 1
+    assert result.traces["eval_step"] == 1
+    assert int(result.state.step) == 3 * 4
+
+
+def test_pmap_and_sharded_agree_with_one_device(runs):
+    """pmap and sharded sum the same per-device partial sums: bitwise equal to each other here.
+    One device sums all rows in one reduction, so it differs by float32 rounding only."""
+    base = runs["none", "scan"].state.params
+    for mode in ("pmap", "sharded"):
+        for loop in ("scan", "python"):
+            assert max_diff(base, runs[mode, loop].state.params) < 1e-5
+    assert jn.tree.params_sha256(runs["pmap", "scan"].state.params) == \
+        jn.tree.params_sha256(runs["sharded", "scan"].state.params)
+    assert jn.tree.params_sha256(runs["pmap", "scan"].state.params) == \
+        jn.tree.params_sha256(runs["pmap", "python"].state.params)
+
+
+def test_metrics_agree_across_modes(runs):
+    base = runs["none", "scan"].history[-1]
+    for mode in ("pmap", "sharded"):
+        entry = runs[mode, "scan"].history[-1]
+        assert entry["test_accuracy"] == base["test_accuracy"]
+        assert abs(entry["train_loss"] - base["train_loss"]) < 1e-5
+        assert abs(entry["epoch_loss"] - base["epoch_loss"]) < 1e-5
+
+
+def test_pmap_replicas_stay_identical_with_dropout():
+    data = blobs()
+    model = MLP(hidden=(16,), output_dim=3, dropout_rate=0.3)
+    traces = {}
+    geometry = Geometry(50, 16, 4, True, False)
+    objective = jn.objective_for("multiclass")
+    runner = make_runner("pmap", lambda axis: make_train_step(objective, axis_name=axis), geometry,
+                         loop="scan", traces=traces)
+    assert isinstance(runner, PmapRunner)
+    state = jn.create_state(model, jn.optim.create("sgd", 0.1), data.x_train)
+    state = runner.put_state(state)
+    xs, ys = runner.put_data(data.x_train), runner.put_data(data.y_train)
+    for epoch in range(2):
+        state, _ = runner.run_epoch(state, xs, ys, jax.random.key(0), epoch)
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        leaf = np.asarray(leaf)
+        assert all(np.array_equal(leaf[0], leaf[i]) for i in range(1, 4))
+
+
+def test_pmap_step_gives_each_device_its_own_dropout_key():
+    """Reference: device i drops with fold_in(fold_in(key, step), i); the update is the sum of
+    the per-device gradients of (local loss sum / global count). Same keys would differ."""
+    import flax.linen as nn
+
+    class DropLinear(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(1)(nn.Dropout(0.5, deterministic=not train)(x))
+
+    model = DropLinear()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = rng.normal(size=(8, 1)).astype(np.float32)
+    state = jn.create_state(model, jn.optim.create("sgd", 1.0), x)
+    objective = jn.objective_for("regression")
+    step = jax.pmap(make_train_step(objective, axis_name="data"), axis_name="data")
+    batch = {"x": x.reshape(4, 2, 6), "y": y.reshape(4, 2, 1), "mask": np.ones((4, 2), np.float32)}
+    replicated = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (4, *jnp.shape(a))), state)
+    new_state, _ = step(replicated, batch)
+
+    def local_grad(params, key, xb, yb):
+        def loss(p):
+            out = model.apply({"params": p}, xb, train=True, rngs={"dropout": key})
+            return jnp.sum((out - yb) ** 2) / 8.0
+        return jax.grad(loss)(params)
+
+    base = jax.random.fold_in(state.dropout_key, 0)
+    keys = [jax.random.fold_in(base, i) for i in range(4)]
+    grads = [local_grad(state.params, k, x[2 * i:2 * i + 2], y[2 * i:2 * i + 2]) for i, k in enumerate(keys)]
+    expected = jax.tree_util.tree_map(lambda p, *g: p - sum(g), state.params, *grads)
+    got = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], new_state.params)
+    assert max_diff(got, expected) < 1e-6
+    same = [local_grad(state.params, keys[0], x[2 * i:2 * i + 2], y[2 * i:2 * i + 2]) for i in range(4)]
+    same_keys = jax.tree_util.tree_map(lambda p, *g: p - sum(g), state.params, *same)
+    assert max_diff(got, same_keys) > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_batch_size_must_divide_over_devices(mode):
+    with pytest.raises(ValueError, match=r"batch_size: got 10; allowed: a multiple of the 4 devices"):
+        jn.fit(MLP(hidden=(4,), output_dim=3), blobs(), jn.optim.create("sgd", 0.1),
+               jn.TrainConfig(epochs=1, batch_size=10, parallel=mode))
+
+
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_full_batch_is_padded_to_a_multiple_of_the_devices(mode):
+    data = blobs(n=50)  # 50 rows, 4 devices: padded to 52, two rows masked
+    config = jn.TrainConfig(epochs=5, batch_size=None, parallel=mode)
+    result = jn.fit(MLP(hidden=(8,), output_dim=3), data, jn.optim.create("sgd", 0.1), config)
+    single = jn.fit(MLP(hidden=(8,), output_dim=3), data, jn.optim.create("sgd", 0.1),
+                    jn.TrainConfig(epochs=5, batch_size=None))
+    assert int(result.state.step) == 5
+    assert max_diff(result.state.params, single.state.params) < 1e-5
+
+
+def test_batch_norm_statistics_are_averaged_over_devices():
+    """Running means under pmap are the mean of the per-device batch statistics (pmean)."""
+    import flax.linen as nn
+
+    class BNNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Dense(8)(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+            return nn.Dense(3)(nn.relu(x))
+
+    data = blobs(n=48)
+    config = dict(epochs=2, batch_size=16, shuffle=False)
+    results = {mode: jn.fit(BNNet(), data, jn.optim.create("sgd", 0.05), jn.TrainConfig(parallel=mode, **config))
+               for mode in ("pmap", "sharded")}
+    for result in results.values():
+        stats = result.state.model_state["batch_stats"]
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(stats))
+    # pmap normalizes with per-device statistics, sharded with global ones: close, not equal.
+    assert max_diff(results["pmap"].state.params, results["sharded"].state.params) < 5e-2
+
+
+def test_data_mesh_uses_auto_axes():
+    mesh = data_mesh()
+    assert mesh.axis_names == ("data",) and mesh.size == 4
+    assert str(mesh.axis_types[0]).endswith("Auto")
+
+
+def test_cli_parallel_option(tmp_path, capsys):
+    from jaxnets.cli import main
+    out = tmp_path / "run"
+    status = main(["train", "--dataset", "iris", "--model", "mlp", "--hidden", "8", "--epochs", "2",
+                   "--batch-size", "16", "--parallel", "sharded", "--no-progress", "--out", str(out)])
+    assert status == 0
+    status = main(["train", "--dataset", "iris", "--batch-size", "10", "--parallel", "pmap", "--no-progress"])
+    assert status == 2
+    assert "a multiple of the 4 devices" in capsys.readouterr().err
