@@ -77,6 +77,41 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
     return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
+def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, int], *,
+                    part: Callable | None = None, constrain: Callable | None = None):
+    """The three uncompiled pieces every runner (and the population engine) compiles.
+
+    Returns ``(plan, indexed_step, scan_epoch)``:
+      plan(data_key, epoch) -> (idx, mask) of the whole epoch;
+      indexed_step(state, xs, ys, idx_row, mask_row) -> (state, sums): one step on those rows;
+      scan_epoch(state, xs, ys, data_key, epoch) -> (state, summed sums): the epoch in a lax.scan.
+    ``part`` picks this device's rows of a global batch (pmap); ``constrain`` annotates the
+    batch's sharding (sharded jit).
+    """
+    from jaxnets.train import epoch_plan  # a pure function; imported here to avoid a cycle
+
+    g = geometry
+
+    def plan(data_key, epoch):
+        return epoch_plan(data_key, epoch, g.num_examples, g.batch_size,
+                          shuffle=g.shuffle, drop_remainder=g.drop_remainder)
+
+    def indexed_step(state, xs, ys, idx, mask):
+        traces["train_step"] = traces.get("train_step", 0) + 1
+        if part is not None:
+            idx, mask = part(idx, mask)
+        batch = {"x": xs[idx], "y": ys[idx], "mask": mask}
+        return train_step(state, constrain(batch) if constrain is not None else batch)
+
+    def scan_epoch(state, xs, ys, data_key, epoch):
+        traces["epoch"] = traces.get("epoch", 0) + 1
+        idx, mask = plan(data_key, epoch)
+        state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
+        return state, jax.tree_util.tree_map(jnp.sum, sums)
+
+    return plan, indexed_step, scan_epoch
+
+
 class Runner:
     """Runs epochs of a pure step on some devices. Subclasses set the placement."""
 
@@ -85,30 +120,11 @@ class Runner:
 
     def __init__(self, train_step_for: Callable[[str | None], Callable], geometry: Geometry,
                  loop: str, traces: dict[str, int]):
-        from jaxnets.train import epoch_plan  # a pure function; imported here to avoid a cycle
-
         self.geometry = geometry
         self.loop = loop
         self.traces = traces
-        step = train_step_for(self.axis_name)
-        g = geometry
-        part = self.batch_part
-
-        def plan(data_key, epoch):
-            return epoch_plan(data_key, epoch, g.num_examples, g.batch_size,
-                              shuffle=g.shuffle, drop_remainder=g.drop_remainder)
-
-        def indexed_step(state, xs, ys, idx, mask):
-            traces["train_step"] = traces.get("train_step", 0) + 1
-            idx, mask = part(idx, mask)
-            return step(state, self.constrain({"x": xs[idx], "y": ys[idx], "mask": mask}))
-
-        def scan_epoch(state, xs, ys, data_key, epoch):
-            traces["epoch"] = traces.get("epoch", 0) + 1
-            idx, mask = plan(data_key, epoch)
-            state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
-            return state, jax.tree_util.tree_map(jnp.sum, sums)
-
+        plan, indexed_step, scan_epoch = epoch_functions(
+            train_step_for(self.axis_name), geometry, traces, part=self.batch_part, constrain=self.constrain)
         self._plan = self.compile(plan, state_arg=False)
         self._step = self.compile(indexed_step)
         self._scan_epoch = self.compile(scan_epoch)
@@ -284,5 +300,5 @@ def device_summary() -> dict[str, Any]:
             "process_count": jax.process_count(), "process_index": jax.process_index()}
 
 
-__all__ = ["MODES", "AXIS", "Geometry", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
+__all__ = ["MODES", "AXIS", "Geometry", "epoch_functions", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
            "data_mesh", "replicate_global", "check_batch_divisible", "check_mode", "device_summary"]

@@ -324,12 +324,20 @@ class FitResult:
 
 
 class Evaluator:
-    """Evaluates a state on whole splits with one compiled, fixed-shape batch function."""
+    """Evaluates a state on whole splits with one compiled, fixed-shape batch function.
 
-    def __init__(self, objective: Objective, batch_size: int, traces: dict[str, int]):
+    With ``members=True`` the state is a population (a leading member axis, see
+    ``jaxnets.population``): the step is vmapped over it and the call returns one
+    metrics dict per member.
+    """
+
+    def __init__(self, objective: Objective, batch_size: int, traces: dict[str, int], *, members: bool = False):
         self.objective = objective
         self.batch_size = batch_size
+        self.members = members
         eval_step = make_eval_step(objective)
+        if members:
+            eval_step = jax.vmap(eval_step, in_axes=(0, None))
 
         def counted(state, batch):
             traces["eval_step"] = traces.get("eval_step", 0) + 1
@@ -337,10 +345,11 @@ class Evaluator:
 
         self._step = jax.jit(counted)
 
-    def __call__(self, state: TrainState, x, y, *, prefix: str = "") -> dict[str, float]:
+    def sums(self, state: TrainState, x, y) -> dict[str, np.ndarray]:
+        """Masked sums over the whole split (float64 on the host; one per member if members)."""
         n = int(x.shape[0])
         batch = self.batch_size
-        totals: dict[str, float] = {}
+        totals: dict[str, np.ndarray] = {}
         for start in range(0, n, batch):
             stop = min(start + batch, n)
             rows = np.arange(start, start + batch)
@@ -348,14 +357,25 @@ class Evaluator:
             rows = np.where(rows < stop, rows, start)  # pad with a real row, masked out
             sums = self._step(state, {"x": x[rows], "y": y[rows], "mask": mask})
             for key, value in jax.device_get(sums).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+                totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
+        return totals
+
+    def __call__(self, state: TrainState, x, y, *, prefix: str = ""):
+        totals = self.sums(state, x, y)
         ss_total = None
         num_outputs = 1
         if not self.objective.is_classification:
             y_host = np.asarray(y, dtype=np.float64)
             ss_total = float(np.sum((y_host - y_host.mean(axis=0)) ** 2))
             num_outputs = int(np.prod(y_host.shape[1:])) or 1
-        return summarize(totals, prefix=prefix, target_ss_total=ss_total, num_outputs=num_outputs)
+
+        def finish(one: dict) -> dict[str, float]:
+            return summarize(one, prefix=prefix, target_ss_total=ss_total, num_outputs=num_outputs)
+
+        if not self.members:
+            return finish(totals)
+        size = len(next(iter(totals.values())))
+        return [finish({key: value[i] for key, value in totals.items()}) for i in range(size)]
 
 
 def evaluate(state: TrainState, x, y, objective: Objective, *, batch_size: int = 1024,
@@ -404,21 +424,13 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     n = int(x_train.shape[0])
     devices = 1 if config.parallel == "none" else (
         jax.local_device_count() if config.parallel == "pmap" else jax.device_count())
-    if config.batch_size is not None and config.batch_size <= n:
-        batch_size = config.batch_size  # must split over the devices: make_runner checks
-    else:  # full batch (or more than n): n rows, padded up to a multiple of the devices
-        batch_size = -(-n // devices) * devices
-    if config.drop_remainder and config.batch_size is not None and config.batch_size > n:
-        raise ValueError(f"batch_size: got {config.batch_size}; allowed: <= {n} (training examples) "
-                         "when drop_remainder is set")
-    shuffle = config.shuffle and batch_size < n  # full-batch gradient descent needs no order
-    steps_per_epoch = num_batches_per_epoch(n, batch_size, config.drop_remainder)
+    geometry = batch_geometry(n, config, devices)
+    steps_per_epoch = geometry.steps_per_epoch
 
     if state is None:
         state = create_state(model, tx, x_train, config.seed)
     data_key = run_keys(config.seed).data
     traces: dict[str, int] = {}
-    geometry = Geometry(n, batch_size, steps_per_epoch, shuffle, config.drop_remainder)
     runner = make_runner(config.parallel, lambda axis: make_train_step(objective, axis_name=axis), geometry,
                          loop=config.loop, traces=traces)
     first_epoch = int(state.step) // steps_per_epoch
@@ -491,6 +503,27 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     )
 
 
+def batch_geometry(num_examples: int, config: TrainConfig, num_devices: int = 1) -> Geometry:
+    """Batch size, steps per epoch and shuffling for ``num_examples`` rows under ``config``.
+
+    An explicit batch size is used as given (the runner checks it splits over the
+    devices); full batch (``None``, or more than n) takes all n rows, padded up to a
+    multiple of the devices. Full-batch gradient descent is not shuffled: the order
+    of the rows cannot change the step.
+    """
+    n = num_examples
+    if config.batch_size is not None and config.batch_size <= n:
+        batch_size = config.batch_size
+    else:
+        if config.drop_remainder and config.batch_size is not None:
+            raise ValueError(f"batch_size: got {config.batch_size}; allowed: <= {n} (training examples) "
+                             "when drop_remainder is set")
+        batch_size = -(-n // num_devices) * num_devices
+    shuffle = config.shuffle and batch_size < n
+    steps = num_batches_per_epoch(n, batch_size, config.drop_remainder)
+    return Geometry(n, batch_size, steps, shuffle, config.drop_remainder)
+
+
 def _largest_split(data: Dataset) -> int:
     return max(data.num_train, data.num_val, data.num_test)
 
@@ -523,6 +556,6 @@ def steps_for(num_examples: int, batch_size: int | None, epochs: int, drop_remai
 
 __all__ = [
     "TrainState", "TrainConfig", "FitResult", "RunKeys", "run_keys", "create_state",
-    "make_train_step", "make_eval_step", "epoch_plan", "num_batches_per_epoch", "fit",
+    "make_train_step", "make_eval_step", "epoch_plan", "num_batches_per_epoch", "batch_geometry", "fit",
     "evaluate", "Evaluator", "check_arrays", "steps_for",
 ]
