@@ -249,7 +249,25 @@ class ShardedRunner(Runner):
         return replicate_global(array, self.replicated)
 
     def get_state(self, state):
-        return state
+        return local_copy(state)
+
+    def host_sums(self, sums) -> dict[str, float]:
+        return super().host_sums(local_copy(sums))
+
+
+def local_copy(tree: Any) -> Any:
+    """A replicated global array's copy on this process's first device.
+
+    Under several processes a replicated array is not fully addressable, so it
+    cannot be fetched or fed to a process-local computation; any one local shard
+    holds the whole value.
+    """
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf.addressable_data(0)
+        return leaf
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def replicate_global(tree: Any, sharding: NamedSharding) -> Any:
@@ -292,6 +310,21 @@ def make_runner(mode: str, train_step_for: Callable[[str | None], Callable], geo
     return cls(train_step_for, geometry, loop, traces, devices=devices)
 
 
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int, *,
+                           timeout_s: int = 120) -> None:
+    """Join a multi-process run (one process per host, or several on one machine).
+
+    Call before any other JAX call in the process. Afterwards ``jax.devices()``
+    lists every process's devices and ``TrainConfig(parallel="sharded")`` trains
+    one model over all of them; each process must load the same data and config.
+    On CPUs the collectives go through gloo (JAX's default).
+    """
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id: got {process_id}; allowed: 0..{num_processes - 1}")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=timeout_s)
+
+
 def device_summary() -> dict[str, Any]:
     """Backend, device kinds and counts, and process layout (for run summaries)."""
     devices = jax.devices()
@@ -301,4 +334,4 @@ def device_summary() -> dict[str, Any]:
 
 
 __all__ = ["MODES", "AXIS", "Geometry", "epoch_functions", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
-           "data_mesh", "replicate_global", "check_batch_divisible", "check_mode", "device_summary"]
+           "data_mesh", "replicate_global", "local_copy", "initialize_distributed", "check_batch_divisible", "check_mode", "device_summary"]
