@@ -81,10 +81,12 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
                     part: Callable | None = None, constrain: Callable | None = None):
     """The three uncompiled pieces every runner (and the population engine) compiles.
 
-    Returns ``(plan, indexed_step, scan_epoch)``:
+    Returns ``(plan, indexed_step, scan_epochs)``:
       plan(data_key, epoch) -> (idx, mask) of the whole epoch;
       indexed_step(state, xs, ys, idx_row, mask_row) -> (state, sums): one step on those rows;
-      scan_epoch(state, xs, ys, data_key, epoch) -> (state, summed sums): the epoch in a lax.scan.
+      scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs) -> (state, sums of the last
+        epoch): ``num_epochs`` epochs in one call, each a ``lax.scan`` over its batches, inside a
+        ``fori_loop`` whose trip count is traced (so any number of epochs reuses one compile).
     ``part`` picks this device's rows of a global batch (pmap); ``constrain`` annotates the
     batch's sharding (sharded jit).
     """
@@ -104,12 +106,22 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
         return train_step(state, constrain(batch) if constrain is not None else batch)
 
     def scan_epoch(state, xs, ys, data_key, epoch):
-        traces["epoch"] = traces.get("epoch", 0) + 1
         idx, mask = plan(data_key, epoch)
         state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
         return state, jax.tree_util.tree_map(jnp.sum, sums)
 
-    return plan, indexed_step, scan_epoch
+    def scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs):
+        traces["epoch"] = traces.get("epoch", 0) + 1
+        state, sums = scan_epoch(state, xs, ys, data_key, first_epoch)
+        if num_epochs is None:  # exactly one epoch: no loop around it
+            return state, sums
+
+        def body(epoch, carry):
+            return scan_epoch(carry[0], xs, ys, data_key, epoch)
+
+        return jax.lax.fori_loop(first_epoch + 1, first_epoch + num_epochs, body, (state, sums))
+
+    return plan, indexed_step, scan_epochs
 
 
 class Runner:
@@ -123,11 +135,11 @@ class Runner:
         self.geometry = geometry
         self.loop = loop
         self.traces = traces
-        plan, indexed_step, scan_epoch = epoch_functions(
+        plan, indexed_step, scan_epochs = epoch_functions(
             train_step_for(self.axis_name), geometry, traces, part=self.batch_part, constrain=self.constrain)
         self._plan = self.compile(plan, state_arg=False)
         self._step = self.compile(indexed_step)
-        self._scan_epoch = self.compile(scan_epoch)
+        self._scan_epochs = self.compile(scan_epochs)
 
     # --- placement hooks (overridden per mode) ---------------------------------------
     axis_name: str | None = None
@@ -156,18 +168,25 @@ class Runner:
         return {key: float(value) for key, value in jax.device_get(sums).items()}
 
     # --- running ------------------------------------------------------------------------
-    def run_epoch(self, state, xs, ys, data_key, epoch: int):
-        """One epoch: returns the new (placed) state and the epoch's metric sums."""
-        # Key and epoch go in as device values (global ones under several processes).
-        data_key, epoch = self.put_data(data_key), self.put_data(np.int32(epoch))
+    def run_epochs(self, state, xs, ys, data_key, first_epoch: int, num_epochs: int | None = None):
+        """Epochs first_epoch .. first_epoch + num_epochs − 1; returns the new (placed) state
+        and the metric sums of the last of them. The scan loop runs them all in one call.
+
+        ``num_epochs=None`` runs one epoch with a program that has no epoch loop; an int
+        (even 1) uses the looped program, whose trip count is a traced value. Keep to one
+        of the two within a run and the step compiles once.
+        """
+        data_key, first = self.put_data(data_key), self.put_data(np.int32(first_epoch))
         if self.loop == "scan":
-            state, sums = self._scan_epoch(state, xs, ys, data_key, epoch)
+            count = None if num_epochs is None else self.put_data(np.int32(num_epochs))
+            state, sums = self._scan_epochs(state, xs, ys, data_key, first, count)
             return state, self.host_sums(sums)
-        idx, mask = self._plan(data_key, epoch)
-        totals = None
-        for i in range(self.geometry.steps_per_epoch):
-            state, sums = self._step(state, xs, ys, idx[i], mask[i])
-            totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+        for epoch in range(first_epoch, first_epoch + (num_epochs or 1)):
+            idx, mask = self._plan(data_key, self.put_data(np.int32(epoch)))
+            totals = None
+            for i in range(self.geometry.steps_per_epoch):
+                state, sums = self._step(state, xs, ys, idx[i], mask[i])
+                totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
         return state, self.host_sums(totals)
 
 
@@ -194,9 +213,9 @@ class PmapRunner(Runner):
         if not state_arg:  # the batch plan is the same everywhere: compute it once
             return jax.jit(fn)
         # state is per-device (axis 0); data, key, epoch and plan rows are shared.
-        pmapped = jax.pmap(fn, axis_name=AXIS, in_axes=(0,) + (None,) * 4, devices=self.devices,
-                           donate_argnums=0)
-        return pmapped
+        others = fn.__code__.co_argcount - 1
+        return jax.pmap(fn, axis_name=AXIS, in_axes=(0,) + (None,) * others, devices=self.devices,
+                        donate_argnums=0)
 
     def put_state(self, state):
         # Commit each replica to its device the way pmap's own outputs are laid out,

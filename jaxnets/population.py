@@ -6,7 +6,7 @@ hyperparameters (learning rate, momentum, ...). Members share the model, the
 optimizer's structure, the data and the batch layout, so the whole population is
 one state pytree with a leading member axis, and one epoch of all of them is
 
-    jax.vmap(scan_epoch, in_axes=(0, None, None, 0, None))(states, x, y, data_keys, epoch)
+    jax.vmap(scan_epochs, in_axes=(0, None, None, 0, None, None))(states, x, y, data_keys, epoch, None)
 
 compiled once. Because learning rates live in the optimizer state
 (``optax.inject_hyperparams``, see ``jaxnets.optim``), changing them never
@@ -126,8 +126,8 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
     data_keys = jax.vmap(lambda seed: run_keys(seed).data)(jnp.asarray(seeds, dtype=jnp.int32))
 
     traces: dict[str, int] = {}
-    _, _, scan_epoch = epoch_functions(make_train_step(objective), geometry, traces)
-    run_epoch = jax.jit(jax.vmap(scan_epoch, in_axes=(0, None, None, 0, None)), donate_argnums=0)
+    _, _, scan_epochs = epoch_functions(make_train_step(objective), geometry, traces)
+    run_epoch = jax.jit(jax.vmap(scan_epochs, in_axes=(0, None, None, 0, None, None)), donate_argnums=0)
     xs, ys = jax.device_put(x_train), jax.device_put(y_train)
 
     evaluator = Evaluator(objective, max(1, min(config.eval_batch_size, _largest_split(data))), traces,
@@ -144,7 +144,7 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
     train_time = 0.0
     for epoch in range(config.epochs):
         tick = time.perf_counter()
-        state, sums = run_epoch(state, xs, ys, data_keys, jnp.int32(epoch))
+        state, sums = run_epoch(state, xs, ys, data_keys, jnp.int32(epoch), None)
         sums = jax.device_get(sums)
         train_time += time.perf_counter() - tick
         if (epoch + 1) % config.eval_every and epoch != config.epochs - 1:

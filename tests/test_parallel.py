@@ -84,7 +84,7 @@ def test_pmap_replicas_stay_identical_with_dropout():
     state = runner.put_state(state)
     xs, ys = runner.put_data(data.x_train), runner.put_data(data.y_train)
     for epoch in range(2):
-        state, _ = runner.run_epoch(state, xs, ys, jax.random.key(0), epoch)
+        state, _ = runner.run_epochs(state, xs, ys, jax.random.key(0), epoch)
     for leaf in jax.tree_util.tree_leaves(state.params):
         leaf = np.asarray(leaf)
         assert all(np.array_equal(leaf[0], leaf[i]) for i in range(1, 4))

@@ -237,3 +237,15 @@ def test_history_keys_and_metrics_are_finite():
         assert key in entry and np.isfinite(entry[key])
     assert result.num_params == 4 * 8 + 8 + 8 * 3 + 3
     assert result.steps_per_s > 0
+
+
+def test_several_epochs_per_call_match_one_epoch_per_call():
+    """eval_every=k runs k epochs in one compiled call (a fori_loop around the epoch scan)."""
+    data = classification_data(n=50)
+    model = MLP(hidden=(8,), output_dim=3)
+    one = jn.fit(model, data, jn.optim.create("adam", 1e-2), jn.TrainConfig(epochs=7, batch_size=16))
+    many = jn.fit(model, data, jn.optim.create("adam", 1e-2), jn.TrainConfig(epochs=7, batch_size=16, eval_every=3))
+    assert leaves_equal(one.state.params, many.state.params)
+    assert [e["epoch"] for e in many.history] == [2, 5, 6]
+    assert many.traces["train_step"] == 1 and many.traces["epoch"] == 1
+    assert many.history[-1]["train_loss"] == one.history[-1]["train_loss"]

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from jaxnets.data import files
+from jaxnets.data import files, sequences, text
 from jaxnets.data.dataset import Dataset, holdout_indices
 
 #: Share of each scikit-learn dataset kept as the test split.
@@ -509,6 +509,16 @@ _REGISTRY: dict[str, _Entry] = {
     "mnist": _Entry(mnist, "multiclass", False, "local IDX files", files="(28, 28, 1)"),
     "fashion_mnist": _Entry(fashion_mnist, "multiclass", False, "local IDX files", files="(28, 28, 1)"),
     "cifar10": _Entry(cifar10, "multiclass", False, "local CIFAR-10 python batches", files="(32, 32, 3)"),
+    "adding": _Entry(sequences.adding, "regression", False,
+                     "generated adding problem: y = sum of the 2 marked values v ~ U[0, 1]; x = (value, marker)"),
+    "parity": _Entry(sequences.parity, "binary", False,
+                     "generated bit sequences, y = (number of 1s) mod k; tokens 1 + bit, 0 = padding"),
+    "grammar_lm": _Entry(text.grammar_lm, "multiclass", False,
+                         "generated sentences of a small grammar with number agreement; next-word "
+                         "windows, y = x shifted by one"),
+    "reviews": _Entry(text.reviews, "binary", False,
+                      "generated one-line reviews, label = polarity of the last clause (the one after 'but'); "
+                      "padded token ids"),
 }
 
 #: Names accepted by :func:`load`.

@@ -10,7 +10,8 @@ Conventions (the training code relies on them):
 * ``x`` is float32 with shape ``(n, *feature_shape)``: ``(n, d)`` for tables,
   ``(n, h, w, c)`` (NHWC) for images.
 * classification ``y`` is int32 with shape ``(n,)`` and labels ``0 .. K-1``
-  (binary: ``K = 2``).
+  (binary: ``K = 2``); multiclass may also label every position of a sequence,
+  shape ``(n, T)`` (language models: the next token at each position).
 * regression ``y`` is float32 with shape ``(n, k)``, always two-dimensional.
 """
 from __future__ import annotations
@@ -203,8 +204,12 @@ class Dataset:
                 raise ValueError(
                     f"y_{split}.dtype: got {str(y.dtype)!r}; allowed: 'int32' for task {self.task!r}"
                 )
-            if y.ndim != 1:
-                raise ValueError(f"y_{split}.shape: got {y.shape!r}; allowed: (n,)")
+            # Multiclass may label every position of a sequence: (n, T), one T for all splits.
+            if y.ndim != 1 and not (self.task == "multiclass" and y.ndim == 2
+                                    and y.shape[1:] == self.y_train.shape[1:]):
+                allowed = "(n,) or (n, T) with the same T in every split" \
+                    if self.task == "multiclass" else "(n,)"
+                raise ValueError(f"y_{split}.shape: got {y.shape!r}; allowed: {allowed}")
             if len(y) and (y.min() < 0 or y.max() >= k):
                 bad = int(y.min()) if y.min() < 0 else int(y.max())
                 raise ValueError(f"y_{split}: got label {bad}; allowed: 0 .. {k - 1}")
@@ -365,8 +370,10 @@ class Dataset:
             raise ValueError(f"fraction: got {fraction!r}; allowed: 0 < fraction < 1")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed: got {seed!r}; allowed: an integer >= 0")
+        # Sequence labels (n, T) have no single class per row to stratify on.
         keep, hold = holdout_indices(
-            self.y_train, float(fraction), int(seed), stratify=self.task != "regression"
+            self.y_train, float(fraction), int(seed),
+            stratify=self.task != "regression" and self.y_train.ndim == 1,
         )
         return dataclasses.replace(
             self,

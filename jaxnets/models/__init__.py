@@ -208,3 +208,14 @@ register_model("mlp", _build_mlp,
 
 # Later model files register themselves on import; import them here, e.g.
 # from jaxnets.models import cnn  # noqa: E402,F401
+from jaxnets.models import rnn  # noqa: E402,F401
+from jaxnets.models.rnn import RecurrentNet  # noqa: E402
+__all__ += ["RecurrentNet"]
+from jaxnets.models import transformer  # noqa: E402,F401
+from jaxnets.models.transformer import (DecoderBlock, EncoderBlock, TransformerClassifier,  # noqa: E402
+                                        TransformerLM)
+__all__ += ["DecoderBlock", "EncoderBlock", "TransformerClassifier", "TransformerLM"]
+from jaxnets.models import cnn  # noqa: E402,F401
+from jaxnets.models.cnn import CNN, CNN1D, LeNet  # noqa: E402
+from jaxnets.models.conv import Conv, avg_pool, global_avg_pool, max_pool  # noqa: E402
+__all__ += ["CNN", "CNN1D", "Conv", "LeNet", "avg_pool", "global_avg_pool", "max_pool"]
