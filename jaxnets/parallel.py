@@ -112,14 +112,20 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
 
     def scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs):
         traces["epoch"] = traces.get("epoch", 0) + 1
-        state, sums = scan_epoch(state, xs, ys, data_key, first_epoch)
         if num_epochs is None:  # exactly one epoch: no loop around it
-            return state, sums
+            return scan_epoch(state, xs, ys, data_key, first_epoch)
+        # The loop carries the last epoch's sums: start from zeros of their shape, found
+        # by abstract evaluation of the raw step (compiles nothing, counts no trace).
+        idx, mask = plan(data_key, first_epoch)
+        rows = idx[0] if part is None else part(idx[0], mask[0])[0]
+        sums_shape = jax.eval_shape(lambda s: train_step(s, {"x": xs[rows], "y": ys[rows], "mask": mask[0][:rows.shape[0]]})[1],
+                                    state)
+        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), sums_shape)
 
         def body(epoch, carry):
             return scan_epoch(carry[0], xs, ys, data_key, epoch)
 
-        return jax.lax.fori_loop(first_epoch + 1, first_epoch + num_epochs, body, (state, sums))
+        return jax.lax.fori_loop(first_epoch, first_epoch + num_epochs, body, (state, zeros))
 
     return plan, indexed_step, scan_epochs
 

@@ -183,3 +183,11 @@ def test_cli_parallel_option(tmp_path, capsys):
     status = main(["train", "--dataset", "iris", "--batch-size", "10", "--parallel", "pmap", "--no-progress"])
     assert status == 2
     assert "a multiple of the 4 devices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_several_epochs_per_call_under_each_mode(runs, mode):
+    config = jn.TrainConfig(epochs=3, batch_size=16, parallel=mode, eval_every=2)
+    result = jn.fit(MLP(hidden=(16,), output_dim=3), blobs(), jn.optim.create("adam", 1e-2), config)
+    assert result.traces["train_step"] == 1
+    assert jn.tree.params_sha256(result.state.params) == jn.tree.params_sha256(runs[mode, "scan"].state.params)

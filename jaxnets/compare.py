@@ -1,0 +1,811 @@
+r"""An honest optimizer comparison: tune every learning rate on validation data, then test over seeds.
+
+The protocol, for each contender (an *arm*: an optimizer with its fixed
+hyperparameters), with the same model, data, batch size, epoch budget and
+schedule for every arm:
+
+1. **Grid.** A log-spaced learning-rate grid, by default ``grid_points = 7``
+   values a factor ``grid_step = √10`` apart (3 decades), centred on the
+   optimizer's usual scale (:data:`DEFAULT_LR_CENTRES`); every other
+   hyperparameter at its documented default (``jaxnets.optim.default_hyperparams``)
+   unless the arm fixes it. An arm may also search other float hyperparameters
+   jointly (``search={"eps": (...)}``: the product grid).
+2. **Selection on validation only.** Every grid point is trained for the full
+   budget on ``selection_seeds`` seeds (all of them members of ONE
+   ``fit_population`` program) and scored by its final *validation* accuracy
+   (validation loss for regression), averaged over those seeds; ties go to the
+   lower validation loss. The test split is not even handed to this phase: its
+   dataset's test split is replaced by the validation split, so no test number
+   exists while the learning rate is chosen. A grid point *diverged* when, on
+   any selection seed, its final training loss is not finite or is no lower than
+   at initialization; it is never chosen.
+3. **Bracketing.** If the chosen rate is the largest (smallest) of its grid row,
+   ``extension_points`` new rates are added beyond that edge, each a factor
+   ``extension_factor`` (3) further, and trained as one more population; this
+   repeats until the optimum is interior or (upwards) the next value diverges,
+   at most ``max_extensions`` times. The final grid and where the optimum sits
+   (``interior``, ``low_edge``, ``high_edge``) are recorded.
+4. **Seeds.** The chosen setting is retrained on ``seeds`` fresh seeds
+   (``0 .. S−1``, disjoint from the selection seeds ``SELECTION_SEED_OFFSET + i``)
+   as one population and evaluated on train, validation and test after every
+   ``eval_every`` epochs. Seed s gives the same initialization and the same
+   data order (``jaxnets.train.run_keys``) in every arm, so arms are paired by seed.
+5. **Statistics** (``jaxnets.stats``). Per arm, over seeds: final and best test
+   accuracy, final training loss and accuracy, generalization gap (train minus
+   test accuracy), epochs until the training loss first reaches ``target_loss``;
+   each as a mean with a 95% Student-t interval. For each requested pair (a, b):
+   the paired differences a − b with their interval and a paired t-test p-value.
+
+Everything is returned as one JSON-ready dict (:func:`run_comparison`), written
+atomically by :func:`save_results`; ``jaxnets.report`` turns it into a report.
+Same inputs and seeds give the same numbers (only the ``*time_s`` fields vary;
+:func:`without_timings` drops them).
+
+>>> lr_grid("adam")
+(0.0001, 0.000316, 0.001, 0.00316, 0.01, 0.0316, 0.1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxnets import optim
+from jaxnets import stats
+from jaxnets.data import Dataset
+from jaxnets.io import atomic_write_json
+from jaxnets.objective import objective_for
+from jaxnets.population import PopulationResult, create_population, fit_population
+from jaxnets.train import Evaluator, TrainConfig, check_arrays, steps_for
+from jaxnets.tree import params_sha256
+
+#: Version tag of the results layout written by :func:`run_comparison`.
+SCHEMA = "jaxnets.compare/1"
+
+#: Centre (geometric middle) of each optimizer's default learning-rate grid: the
+#: scale at which the method usually works with batch sizes around 100. Adaptive
+#: methods normalize the step per coordinate, so their rates are far smaller.
+DEFAULT_LR_CENTRES: dict[str, float] = {
+    "sgd": 10 ** -1.0,
+    "momentum": 10 ** -1.5,
+    "nesterov": 10 ** -1.5,
+    "rmsprop": 10 ** -3.0,
+    "adam": 10 ** -2.5,
+    "adamw": 10 ** -2.5,
+    "adagrad": 10 ** -1.5,
+}
+
+#: Selection seeds are ``SELECTION_SEED_OFFSET + i``: never one of the evaluation seeds ``0 .. S−1``.
+SELECTION_SEED_OFFSET = 10_000
+
+#: Where the chosen learning rate can sit in its final grid row.
+POSITIONS = ("interior", "low_edge", "high_edge", "none")
+
+#: Summary quantities per task (per seed, then mean and CI over seeds).
+CLASSIFICATION_METRICS = ("final_test_accuracy", "best_test_accuracy", "final_train_accuracy",
+                          "final_train_loss", "final_test_loss", "final_val_accuracy",
+                          "generalization_gap", "epochs_to_target")
+REGRESSION_METRICS = ("final_test_loss", "best_test_loss", "final_train_loss", "final_val_loss",
+                      "generalization_gap", "epochs_to_target")
+
+#: The per-seed quantities compared between paired arms.
+PAIRED_METRICS_CLASSIFICATION = ("final_test_accuracy", "best_test_accuracy", "final_train_loss",
+                                 "final_train_accuracy", "generalization_gap")
+PAIRED_METRICS_REGRESSION = ("final_test_loss", "final_train_loss", "generalization_gap")
+
+
+def _fail(field: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+def _round_sig(value: float, digits: int = 3) -> float:
+    """``value`` rounded to ``digits`` significant digits (grid values print cleanly)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def lr_grid(optimizer: str, points: int = 7, step: float = 10 ** 0.5, centre: float | None = None) -> tuple[float, ...]:
+    """The default log-spaced learning-rate grid of an optimizer.
+
+    η_k = c · step^(k − (points − 1)/2),  k = 0 .. points − 1, rounded to 3 significant
+    digits, with c = ``centre`` or :data:`DEFAULT_LR_CENTRES` [optimizer].
+
+    Args:
+      optimizer: one of ``jaxnets.optim.OPTIMIZERS``.
+      points: number of values, >= 1.
+      step: factor between neighbours, > 1.
+      centre: the geometric middle; None for the optimizer's default.
+
+    Returns:
+      The grid, increasing.
+
+    >>> lr_grid("sgd", points=3, step=10.0)
+    (0.01, 0.1, 1.0)
+    """
+    if optimizer not in optim.OPTIMIZERS:
+        raise _fail("optimizer", optimizer, ", ".join(optim.OPTIMIZERS))
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise _fail("grid_points", points, "an integer >= 1")
+    if not step > 1 or not math.isfinite(step):
+        raise _fail("grid_step", step, "a finite number > 1")
+    middle = DEFAULT_LR_CENTRES[optimizer] if centre is None else centre
+    if not middle > 0 or not math.isfinite(middle):
+        raise _fail("centre", centre, "a finite number > 0")
+    half = (points - 1) / 2.0
+    return tuple(_round_sig(middle * step ** (k - half)) for k in range(points))
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One contender: an optimizer, its fixed hyperparameters and how its learning rate is set.
+
+    Attributes:
+      label: a unique name for reports, e.g. ``"adam"`` or ``"adam_eps"``.
+      optimizer: a name from ``jaxnets.optim.OPTIMIZERS``.
+      hyperparams: fixed keyword hyperparameters passed to ``optim.create``
+        (the rest keep their defaults), e.g. ``{"eps": 1e-3}``.
+      lr_grid: the initial learning-rate grid; None for :func:`lr_grid` of the optimizer
+        with the comparison's ``grid_points`` and ``grid_step``.
+      search: other float hyperparameters searched jointly with the learning rate,
+        name -> values (the product grid is trained), e.g. ``{"eps": (1e-8, 1e-3, 1.0)}``.
+        Each name must be a traced hyperparameter of the optimizer.
+      fixed_lr: skip selection and use this learning rate (a published recipe, say);
+        ``lr_grid`` and ``search`` must then be unset.
+      note: a sentence for the report (what the arm tests).
+
+    >>> Arm("adam", "adam").label, Arm("recipe", "adam", fixed_lr=1e-2).fixed_lr
+    ('adam', 0.01)
+    """
+
+    label: str
+    optimizer: str
+    hyperparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    lr_grid: tuple[float, ...] | None = None
+    search: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    fixed_lr: float | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise _fail("label", self.label, "a non-empty string")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise _fail("optimizer", self.optimizer, ", ".join(optim.OPTIMIZERS))
+        if self.lr_grid is not None:
+            grid = tuple(float(v) for v in self.lr_grid)
+            if not grid or not all(v > 0 and math.isfinite(v) for v in grid) or len(set(grid)) != len(grid):
+                raise _fail("lr_grid", self.lr_grid, "distinct finite numbers > 0")
+            object.__setattr__(self, "lr_grid", tuple(sorted(grid)))
+        if self.fixed_lr is not None:
+            if not isinstance(self.fixed_lr, (int, float)) or not self.fixed_lr > 0:
+                raise _fail("fixed_lr", self.fixed_lr, "a number > 0 or None")
+            if self.lr_grid is not None or self.search:
+                raise _fail("fixed_lr", self.fixed_lr, "None when lr_grid or search is given")
+        search = {}
+        for name, values in dict(self.search).items():
+            if name == "learning_rate" or name in self.hyperparams:
+                raise _fail("search", name, "a hyperparameter other than learning_rate and the fixed ones")
+            values = tuple(float(v) for v in values)
+            if not values or len(set(values)) != len(values):
+                raise _fail(f"search[{name!r}]", values, "distinct numbers")
+            search[name] = values
+        object.__setattr__(self, "search", search)
+        object.__setattr__(self, "hyperparams", dict(self.hyperparams))
+        # Fails here, with optim's one-line message, on unknown names or bad values.
+        optim.create(self.optimizer, 1.0, **self.hyperparams)
+
+    def resolved_hyperparams(self) -> dict[str, Any]:
+        """The optimizer's defaults updated with this arm's fixed values."""
+        return {**optim.default_hyperparams(self.optimizer), **self.hyperparams}
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """The shared training budget and the protocol's knobs.
+
+    Attributes:
+      epochs: passes over the training split, the same for every arm.
+      batch_size: examples per step (None: full batch).
+      schedule: learning-rate schedule name (``jaxnets.optim.SCHEDULES``); "cosine"
+        decays over the whole run.
+      seeds: S, evaluation seeds ``0 .. S−1``.
+      selection_seeds: seeds per grid point during selection.
+      grid_points, grid_step: the default grid (see :func:`lr_grid`).
+      extension_factor, extension_points, max_extensions: grid bracketing (module docstring).
+      target_loss: training loss for "epochs to reach"; None skips it.
+      eval_every: evaluate every k epochs (and after the last); also the
+        resolution of "epochs to reach" and of the curves.
+      confidence: level of every interval.
+      loss: loss name (None: the task's default); l2: L2 penalty on weights.
+      pairs: (a, b) arm labels to compare with paired tests; None compares
+        ("sgd", "adam") when both are present.
+    """
+
+    epochs: int = 20
+    batch_size: int | None = 100
+    schedule: str = "constant"
+    seeds: int = 5
+    selection_seeds: int = 1
+    grid_points: int = 7
+    grid_step: float = 10 ** 0.5
+    extension_factor: float = 3.0
+    extension_points: int = 2
+    max_extensions: int = 3
+    target_loss: float | None = None
+    eval_every: int = 1
+    confidence: float = stats.DEFAULT_CONFIDENCE
+    loss: str | None = None
+    l2: float = 0.0
+    pairs: tuple[tuple[str, str], ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("seeds", 1), ("selection_seeds", 1), ("grid_points", 1),
+                              ("extension_points", 1), ("max_extensions", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise _fail(name, value, f"an integer >= {minimum}")
+        if self.schedule not in optim.SCHEDULES:
+            raise _fail("schedule", self.schedule, ", ".join(optim.SCHEDULES))
+        for name in ("grid_step", "extension_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 1 or not math.isfinite(value):
+                raise _fail(name, value, "a finite number > 1")
+        if self.target_loss is not None and not (isinstance(self.target_loss, (int, float))
+                                                 and self.target_loss > 0):
+            raise _fail("target_loss", self.target_loss, "a number > 0 or None")
+        if self.pairs is not None:
+            pairs = tuple(tuple(pair) for pair in self.pairs)
+            if not all(len(pair) == 2 and pair[0] != pair[1] for pair in pairs):
+                raise _fail("pairs", self.pairs, "(label_a, label_b) tuples of two different labels")
+            object.__setattr__(self, "pairs", pairs)
+        self.train_config()  # TrainConfig checks epochs, batch_size, eval_every, l2
+
+    def train_config(self) -> TrainConfig:
+        """The ``TrainConfig`` every population of the comparison uses."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, loss=self.loss, l2=self.l2,
+                           eval_every=self.eval_every, eval_train=True)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _is_classification(data: Dataset) -> bool:
+    return data.task != "regression"
+
+
+def selection_metric(data: Dataset) -> str:
+    """The validation quantity the learning rate is chosen by: accuracy, or loss for regression.
+
+    >>> from jaxnets.data import load
+    >>> selection_metric(load("iris", validation=0.2))
+    'val_accuracy'
+    """
+    return "val_accuracy" if _is_classification(data) else "val_loss"
+
+
+def _make_tx(arm: Arm, learning_rate: float, config: ComparisonConfig, num_train: int):
+    total = steps_for(num_train, config.batch_size, config.epochs)
+    return optim.create(arm.optimizer, learning_rate, schedule=config.schedule, total_steps=total,
+                        **arm.hyperparams)
+
+
+def _check_search_names(arm: Arm, tx) -> None:
+    state = tx.init({"kernel": np.zeros((1,), np.float32)})
+    traced = state.hyperparams
+    for name in arm.search:
+        if name not in traced:
+            raise _fail(f"search ({arm.label})", name, ", ".join(sorted(k for k in traced if k != "learning_rate")))
+
+
+def _curves(result: PopulationResult) -> dict[str, list]:
+    """History as columns: ``epochs`` (completed, 1-based) and one (E, P) list per metric."""
+    keys = [k for k in result.history[0] if k not in ("epoch", "step", "time_s")]
+    curves: dict[str, list] = {"epochs": [int(entry["epoch"]) + 1 for entry in result.history]}
+    for key in keys:
+        curves[key] = [[float(v) for v in entry[key]] for entry in result.history]
+    return curves
+
+
+def initial_train_loss(model: nn.Module, data: Dataset, seeds: Sequence[int], config: ComparisonConfig) -> list[float]:
+    """Training loss of each seed's freshly initialized model (eval mode, whole training split).
+
+    The initialization depends on the seed only, not on the optimizer, so this is
+    the common starting point of every arm; a run "diverged" if it ends no lower.
+
+    Args:
+      model: the Flax module.
+      data: the dataset (its training split is used).
+      seeds: the seeds.
+      config: supplies the loss.
+
+    Returns:
+      One loss per seed.
+    """
+    objective = objective_for(data.task, loss=config.loss, l2=0.0)
+    x, y = check_arrays(data.x_train, data.y_train, "train")
+    state = create_population(model, optim.create("sgd", 1.0), x, seeds)
+    evaluator = Evaluator(objective, max(1, min(1024, len(x))), {}, members=True)
+    return [float(m["loss"]) for m in evaluator(state, x, y)]
+
+
+def _diverged(final_train_loss: float, start_loss: float) -> bool:
+    return not math.isfinite(final_train_loss) or final_train_loss >= start_loss
+
+
+def _score_key(score: float, val_loss: float, higher_is_better: bool) -> tuple[float, float]:
+    """Sort key, larger is better: the primary score, then the lower validation loss."""
+    primary = score if higher_is_better else -score
+    secondary = -val_loss if math.isfinite(val_loss) else -math.inf
+    return (primary if math.isfinite(primary) else -math.inf, secondary)
+
+
+def _candidate_key(candidate: Mapping[str, float], search_names: Sequence[str]) -> tuple[float, ...]:
+    return tuple(candidate[name] for name in search_names)
+
+
+# ----------------------------------------------------------------- selection
+
+
+def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: ComparisonConfig, *,
+                         start_losses: Sequence[float] | None = None,
+                         on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Steps 1-3 of the protocol for one arm: grid, validation-only selection, bracketing.
+
+    Args:
+      model: the Flax module (the same for every arm).
+      data: a dataset with a validation split (``Dataset.with_validation``). Its
+        test split is never used here.
+      arm: the contender; an arm with ``fixed_lr`` is not searched.
+      config: the comparison's settings.
+      start_losses: initial training loss per selection seed (computed if None).
+      on_event: called with a one-line progress message.
+
+    Returns:
+      A JSON-ready dict: ``chosen`` (learning_rate and searched values), ``position``
+      (one of :data:`POSITIONS`), ``upper_neighbour_diverged``, ``metric``, ``seeds``,
+      ``rounds`` (one record per population trained, with every member's final
+      metrics and curves), ``grid`` (every candidate's score, sorted), ``wall_time_s``.
+    """
+    if data.num_val == 0:
+        raise _fail("data.num_val", 0, "> 0 (carve a validation split with Dataset.with_validation)")
+    say = on_event or (lambda message: None)
+    started = time.perf_counter()
+    metric = selection_metric(data)
+    higher = metric == "val_accuracy"
+    seeds = [SELECTION_SEED_OFFSET + i for i in range(config.selection_seeds)]
+    if start_losses is None:
+        start_losses = initial_train_loss(model, data, seeds, config)
+    # The selection phase never receives the test split: it is replaced by validation.
+    blind = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
+    names = list(arm.search)
+    tx = _make_tx(arm, 1.0, config, data.num_train)
+    _check_search_names(arm, tx)
+
+    base_grid = arm.lr_grid or lr_grid(arm.optimizer, config.grid_points, config.grid_step)
+    combos = [dict(zip(names, values)) for values in _product([arm.search[n] for n in names])]
+    pending = [{"learning_rate": lr, **combo} for combo in combos for lr in base_grid]
+    scored: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    position, upper_diverged = "none", False
+    best = None
+    for round_index in range(config.max_extensions + 1):
+        record = _train_candidates(model, blind, tx, config, pending, seeds, start_losses, metric)
+        record["round"] = round_index
+        rounds.append(record)
+        scored.extend(record["candidates"])
+        say(f"{arm.label}: selection round {round_index}: {len(pending)} learning rates x "
+            f"{len(seeds)} seeds ({record['wall_time_s']:.1f} s)")
+        valid = [c for c in scored if not c["diverged"]]
+        if valid:
+            best = max(valid, key=lambda c: _score_key(c["score"], c["val_loss"], higher))
+            row = sorted((c for c in scored if _candidate_key(c, names) == _candidate_key(best, names)),
+                         key=lambda c: c["learning_rate"])
+            lrs = [c["learning_rate"] for c in row]
+            index = lrs.index(best["learning_rate"])
+            upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
+            if 0 < index < len(row) - 1:
+                position = "interior"
+                break
+            position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
+            if len(row) == 1:
+                position = "high_edge"
+            edge = best["learning_rate"]
+            combo = {n: best[n] for n in names}
+            if position == "high_edge":
+                new = [edge * config.extension_factor ** k for k in range(1, config.extension_points + 1)]
+            else:
+                new = [edge / config.extension_factor ** k for k in range(1, config.extension_points + 1)]
+            pending = [{"learning_rate": _round_sig(lr), **combo} for lr in new]
+        else:
+            best, position = None, "none"
+            lowest = min(c["learning_rate"] for c in scored)
+            pending = [{"learning_rate": _round_sig(lowest / config.extension_factor ** k), **combo}
+                       for combo in combos for k in range(1, config.extension_points + 1)]
+        if round_index == config.max_extensions:
+            break
+        known = {(_candidate_key(c, names), c["learning_rate"]) for c in scored}
+        pending = [c for c in pending if (_candidate_key(c, names), c["learning_rate"]) not in known]
+        if not pending:
+            break
+        new_rates = ", ".join(f"{c['learning_rate']:.3g}" for c in pending)
+        say(f"{arm.label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
+
+    grid = sorted(({k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
+                                      "diverged")} for c in scored),
+                  key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
+    return {
+        "metric": metric,
+        "seeds": seeds,
+        "start_train_loss": [float(v) for v in start_losses],
+        "chosen": None if best is None else {"learning_rate": best["learning_rate"],
+                                             **{n: best[n] for n in names}},
+        "chosen_score": None if best is None else best["score"],
+        "position": position,
+        "upper_neighbour_diverged": bool(upper_diverged),
+        "searched": names,
+        "grid": grid,
+        "rounds": rounds,
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def _product(lists: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
+    combos: list[tuple[float, ...]] = [()]
+    for values in lists:
+        combos = [combo + (v,) for combo in combos for v in values]
+    return combos
+
+
+def _train_candidates(model: nn.Module, blind: Dataset, tx, config: ComparisonConfig,
+                      candidates: Sequence[Mapping[str, float]], seeds: Sequence[int],
+                      start_losses: Sequence[float], metric: str) -> dict[str, Any]:
+    """Train candidates x seeds as one population; score each candidate on validation."""
+    members = [(c, s) for c in candidates for s in range(len(seeds))]
+    names = list(candidates[0])
+    hyperparams = {name: [c[name] for c, _ in members] for name in names}
+    result = fit_population(model, blind, tx, config.train_config(), seeds=[seeds[s] for _, s in members],
+                            hyperparams=hyperparams)
+    final = result.history[-1]
+    out = []
+    for index, candidate in enumerate(candidates):
+        rows = [i for i, (c, _) in enumerate(members) if c is candidate]
+        finals = {key: [float(final[key][i]) for i in rows] for key in ("train_loss", metric, "val_loss")}
+        diverged = any(_diverged(finals["train_loss"][k], start_losses[members[i][1]]) for k, i in enumerate(rows))
+        score = float(np.mean(finals[metric])) if not diverged else math.nan
+        val_loss = float(np.mean(finals["val_loss"])) if not diverged else math.nan
+        out.append({**{k: float(v) for k, v in candidate.items()}, "score": score, "val_loss": val_loss,
+                    "final_train_loss": float(np.mean(finals["train_loss"])), "diverged": bool(diverged),
+                    "per_seed": {key: values for key, values in finals.items()}, "members": rows})
+    curves = _curves(result)
+    # The blind dataset's "test" split is the validation split: drop the duplicate columns.
+    curves = {k: v for k, v in curves.items() if not k.startswith("test_")}
+    return {"candidates": out, "member_seeds": [seeds[s] for _, s in members], "curves": curves,
+            "traces": dict(result.traces), "wall_time_s": result.wall_time_s}
+
+
+# ----------------------------------------------------------------- seeds
+
+
+def per_seed_metrics(curves: Mapping[str, Any], task: str, target_loss: float | None) -> dict[str, list[float]]:
+    """The summary quantities of every seed from its curves.
+
+    classification: final/best test accuracy, final train accuracy and loss, final
+    test loss, final validation accuracy, generalization gap = final train accuracy −
+    final test accuracy; regression: final/best (lowest) test loss, final train and
+    validation loss, gap = final test loss − final train loss. ``epochs_to_target``
+    is the first evaluated epoch count whose training loss is <= ``target_loss``
+    (NaN if never, or no target).
+
+    Args:
+      curves: columns as in a results record: ``epochs`` and (E, S) lists.
+      task: the dataset's task.
+      target_loss: the target, or None.
+
+    Returns:
+      metric -> S floats.
+
+    >>> curves = {"epochs": [1, 2], "train_loss": [[0.9, 0.5], [0.4, 0.3]],
+    ...           "train_accuracy": [[0.6, 0.7], [0.9, 1.0]], "test_accuracy": [[0.5, 0.6], [0.55, 0.58]],
+    ...           "test_loss": [[1.0, 0.9], [0.8, 0.85]], "val_accuracy": [[0.5, 0.5], [0.6, 0.6]]}
+    >>> m = per_seed_metrics(curves, "multiclass", target_loss=0.45)
+    >>> m["best_test_accuracy"], m["epochs_to_target"], [round(g, 2) for g in m["generalization_gap"]]
+    ([0.55, 0.6], [2.0, 1.0], [0.35, 0.42])
+    """
+    def column(key: str) -> np.ndarray:
+        return np.asarray([[np.nan if v is None else v for v in row] for row in curves[key]], np.float64)
+
+    train_loss = column("train_loss")
+    epochs = np.asarray(curves["epochs"], np.float64)
+    out: dict[str, np.ndarray] = {"final_train_loss": train_loss[-1]}
+    if task != "regression":
+        test_acc, train_acc = column("test_accuracy"), column("train_accuracy")
+        out.update(final_test_accuracy=test_acc[-1], best_test_accuracy=np.nanmax(test_acc, axis=0)
+                   if np.isfinite(test_acc).any() else test_acc[-1],
+                   final_train_accuracy=train_acc[-1], final_test_loss=column("test_loss")[-1],
+                   generalization_gap=train_acc[-1] - test_acc[-1])
+        if "val_accuracy" in curves:
+            out["final_val_accuracy"] = column("val_accuracy")[-1]
+    else:
+        test_loss = column("test_loss")
+        out.update(final_test_loss=test_loss[-1], best_test_loss=np.nanmin(test_loss, axis=0)
+                   if np.isfinite(test_loss).any() else test_loss[-1],
+                   generalization_gap=test_loss[-1] - train_loss[-1])
+        if "val_loss" in curves:
+            out["final_val_loss"] = column("val_loss")[-1]
+    reached = np.full(train_loss.shape[1], np.nan)
+    if target_loss is not None:
+        for s in range(train_loss.shape[1]):
+            hits = np.flatnonzero(train_loss[:, s] <= target_loss)
+            if hits.size:
+                reached[s] = epochs[hits[0]]
+    out["epochs_to_target"] = reached
+    return {key: [float(v) for v in values] for key, values in out.items()}
+
+
+def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, float], config: ComparisonConfig,
+              *, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Step 4: train the chosen setting on seeds ``0 .. S−1`` as one population and evaluate on test.
+
+    Args:
+      model, data, arm, config: as for :func:`select_learning_rate`.
+      setting: ``{"learning_rate": η, **searched values}``.
+      on_event: progress messages.
+
+    Returns:
+      A JSON-ready dict: ``seeds``, ``setting``, ``curves`` (``epochs`` and (E, S)
+      columns of every metric), ``per_seed`` (see :func:`per_seed_metrics`),
+      ``params_sha256`` (final parameters of each seed), ``traces``, ``wall_time_s``.
+    """
+    seeds = list(range(config.seeds))
+    tx = _make_tx(arm, float(setting["learning_rate"]), config, data.num_train)
+    hyperparams = {name: [float(value)] * len(seeds) for name, value in setting.items()}
+    result = fit_population(model, data, tx, config.train_config(), seeds=seeds, hyperparams=hyperparams)
+    curves = _curves(result)
+    say = on_event or (lambda message: None)
+    say(f"{arm.label}: {len(seeds)} seeds at learning rate {setting['learning_rate']:.3g} "
+        f"({result.wall_time_s:.1f} s)")
+    return {
+        "seeds": seeds,
+        "setting": {k: float(v) for k, v in setting.items()},
+        "curves": curves,
+        "per_seed": per_seed_metrics(curves, data.task, config.target_loss),
+        "params_sha256": [params_sha256(result.member_state(i).params) for i in range(len(seeds))],
+        "num_params": result.num_params,
+        "traces": dict(result.traces),
+        "wall_time_s": result.wall_time_s,
+    }
+
+
+def summarize_seeds(per_seed: Mapping[str, Sequence[float]], confidence: float = stats.DEFAULT_CONFIDENCE
+                    ) -> dict[str, dict]:
+    """Mean and t-interval of every per-seed quantity (``jaxnets.stats.mean_ci``).
+
+    >>> out = summarize_seeds({"final_test_accuracy": [0.6, 0.7, 0.8]})
+    >>> round(out["final_test_accuracy"]["mean"], 3), out["final_test_accuracy"]["n"]
+    (0.7, 3)
+    """
+    return {key: stats.mean_ci(values, confidence).as_dict() for key, values in per_seed.items()}
+
+
+def paired_comparisons(arms: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]], task: str,
+                       confidence: float = stats.DEFAULT_CONFIDENCE) -> list[dict[str, Any]]:
+    """Paired differences a − b per seed for each pair of arm labels, with CI and p-value.
+
+    Seeds are matched by value (seed s of a with seed s of b: same initialization
+    and data order), so the pairing survives any order.
+
+    Args:
+      arms: arm records as in :func:`run_comparison`'s output (``label``, ``runs``).
+      pairs: (label_a, label_b) tuples; pairs naming a missing or failed arm are skipped.
+      task: the dataset's task (picks the compared quantities).
+      confidence: interval level.
+
+    Returns:
+      One dict per (pair, quantity): ``a``, ``b``, ``metric``, ``seeds`` and the
+      ``jaxnets.stats.PairedTest`` fields.
+    """
+    by_label = {arm["label"]: arm for arm in arms if arm.get("runs")}
+    metrics = PAIRED_METRICS_CLASSIFICATION if task != "regression" else PAIRED_METRICS_REGRESSION
+    out = []
+    for a, b in pairs:
+        if a not in by_label or b not in by_label:
+            continue
+        runs_a, runs_b = by_label[a]["runs"], by_label[b]["runs"]
+        common = [s for s in runs_a["seeds"] if s in runs_b["seeds"]]
+        index_a = [runs_a["seeds"].index(s) for s in common]
+        index_b = [runs_b["seeds"].index(s) for s in common]
+        for metric in metrics:
+            values_a = [runs_a["per_seed"][metric][i] for i in index_a]
+            values_b = [runs_b["per_seed"][metric][i] for i in index_b]
+            test = stats.paired_difference(values_a, values_b, confidence)
+            out.append({"a": a, "b": b, "metric": metric, "seeds": common, **test.as_dict()})
+    return out
+
+
+# ----------------------------------------------------------------- the runner
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the machine, for the record.
+
+    >>> sorted(environment()["versions"])[:3]
+    ['flax', 'jax', 'jaxlib']
+    """
+    import flax
+    import jaxlib
+    import optax
+    import scipy
+
+    import jaxnets
+
+    devices = jax.devices()
+    return {
+        "versions": {"jaxnets": jaxnets.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                     "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+                     "scipy": scipy.__version__, "python": platform.python_version()},
+        "platform": {"system": platform.system(), "machine": platform.machine(),
+                     "backend": jax.default_backend(), "devices": [str(d) for d in devices]},
+    }
+
+
+def dataset_record(data: Dataset) -> dict[str, Any]:
+    """Sizes, shapes and a SHA-256 of the exact arrays of every split.
+
+    >>> from jaxnets.data import load
+    >>> record = dataset_record(load("iris", validation=0.2))
+    >>> record["num_train"], record["num_val"], record["num_test"], len(record["sha256"])
+    (96, 24, 30, 64)
+    """
+    digest = hashlib.sha256()
+    for split in ("train", "val", "test"):
+        for part in ("x", "y"):
+            array = np.ascontiguousarray(getattr(data, f"{part}_{split}"))
+            digest.update(f"{part}_{split}{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return {"name": data.name, "task": data.task, "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape), "num_train": data.num_train, "num_val": data.num_val,
+            "num_test": data.num_test, "standardized": data.standardized, "sha256": digest.hexdigest()}
+
+
+def default_pairs(labels: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """("sgd", "adam") when both labels are present, else nothing.
+
+    >>> default_pairs(["sgd", "momentum", "adam"])
+    (('sgd', 'adam'),)
+    """
+    return (("sgd", "adam"),) if "sgd" in labels and "adam" in labels else ()
+
+
+def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config: ComparisonConfig, *,
+                   experiment: str = "comparison", model_info: Mapping[str, Any] | None = None,
+                   extra: Mapping[str, Any] | None = None,
+                   on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The whole protocol (module docstring) for several arms on one model and dataset.
+
+    Args:
+      model: a Flax module (``jaxnets.models.get_model``), the same for every arm.
+      data: a dataset with a validation split carved from its training data.
+      arms: the contenders, with unique labels.
+      config: the shared budget and protocol settings.
+      experiment: a name for the results.
+      model_info: how the model was built (e.g. ``{"name": "mlp", "options": {...}}``), recorded.
+      extra: more JSON-ready fields stored under ``"extra"`` (e.g. literature references).
+      on_event: called with one-line progress messages.
+
+    Returns:
+      The results dict: ``schema``, ``experiment``, ``environment``, ``dataset``, ``model``,
+      ``config``, ``budget`` (steps per run, runs, total examples processed), ``arms`` (each
+      with its ``selection``, ``runs`` and ``summary``), ``comparisons``, ``extra`` and
+      ``wall_time_s``. Non-finite numbers are stored as null by :func:`save_results`.
+
+    >>> import jaxnets as jn
+    >>> data = jn.data.load("iris", validation=0.2)
+    >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
+    >>> config = ComparisonConfig(epochs=2, batch_size=32, seeds=2, grid_points=3, max_extensions=0)
+    >>> out = run_comparison(model, data, [Arm("sgd", "sgd"), Arm("adam", "adam")], config)
+    >>> [arm["selection"]["chosen"] is not None for arm in out["arms"]], len(out["comparisons"])
+    ([True, True], 5)
+    """
+    started = time.perf_counter()
+    labels = [arm.label for arm in arms]
+    if not arms or len(set(labels)) != len(labels):
+        raise _fail("arms", labels, "a non-empty list with unique labels")
+    if data.num_val == 0:
+        raise _fail("data.num_val", 0, "> 0 (carve a validation split with Dataset.with_validation)")
+    pairs = config.pairs if config.pairs is not None else default_pairs(labels)
+    for pair in pairs:
+        for label in pair:
+            if label not in labels:
+                raise _fail("pairs", label, ", ".join(labels))
+    say = on_event or (lambda message: None)
+    selection_seeds = [SELECTION_SEED_OFFSET + i for i in range(config.selection_seeds)]
+    start_losses = initial_train_loss(model, data, selection_seeds, config)
+
+    records = []
+    for arm in arms:
+        record: dict[str, Any] = {"label": arm.label, "optimizer": arm.optimizer, "note": arm.note,
+                                  "hyperparams": arm.resolved_hyperparams(), "fixed": dict(arm.hyperparams),
+                                  "search": {k: list(v) for k, v in arm.search.items()},
+                                  "fixed_lr": arm.fixed_lr, "description": optim.describe(arm.optimizer)}
+        if arm.fixed_lr is not None:
+            record["selection"] = {"metric": selection_metric(data), "chosen": {"learning_rate": arm.fixed_lr},
+                                   "position": "fixed", "grid": [], "rounds": [], "wall_time_s": 0.0}
+        else:
+            record["selection"] = select_learning_rate(model, data, arm, config, start_losses=start_losses,
+                                                       on_event=say)
+        chosen = record["selection"]["chosen"]
+        if chosen is None:
+            say(f"{arm.label}: every learning rate diverged; no seed runs")
+            record["runs"], record["summary"] = None, None
+        else:
+            record["runs"] = run_seeds(model, data, arm, chosen, config, on_event=say)
+            record["summary"] = summarize_seeds(record["runs"]["per_seed"], config.confidence)
+        records.append(record)
+
+    num_params = next((r["runs"]["num_params"] for r in records if r["runs"]), None)
+    steps = steps_for(data.num_train, config.batch_size, config.epochs)
+    runs = sum(len(rnd["member_seeds"]) for r in records for rnd in r["selection"]["rounds"])
+    runs += sum(len(r["runs"]["seeds"]) for r in records if r["runs"])
+    config_record = dataclasses.asdict(config)
+    config_record["pairs"] = [list(p) for p in pairs]
+    config_record["train_config"] = dataclasses.asdict(config.train_config())
+    config_record["steps_per_run"] = steps
+    config_record["selection_seeds_list"] = selection_seeds
+    config_record["evaluation_seeds"] = list(range(config.seeds))
+    return {
+        "schema": SCHEMA,
+        "experiment": experiment,
+        "environment": environment(),
+        "dataset": dataset_record(data),
+        "model": {**dict(model_info or {"name": type(model).__name__}), "num_params": num_params},
+        "config": config_record,
+        "budget": {"steps_per_run": steps, "runs_trained": runs,
+                   "examples_per_run": steps * (config.batch_size or data.num_train)},
+        "arms": records,
+        "comparisons": paired_comparisons(records, pairs, data.task, config.confidence),
+        "extra": dict(extra or {}),
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def save_results(results: Mapping[str, Any], out_dir: str | Path) -> Path:
+    """Write ``results.json`` into ``out_dir`` atomically (NaN and inf become null).
+
+    Returns:
+      The file's path.
+    """
+    path = Path(out_dir) / "results.json"
+    atomic_write_json(path, results)
+    return path
+
+
+def without_timings(results: Any) -> Any:
+    """A copy without the fields that measure time (keys ending in ``time_s``) or name the machine.
+
+    Two runs with the same inputs must agree on everything that remains.
+
+    >>> without_timings({"a": 1, "wall_time_s": 2.0, "b": [{"time_s": 1, "c": 3}]})
+    {'a': 1, 'b': [{'c': 3}]}
+    """
+    if isinstance(results, Mapping):
+        return {k: without_timings(v) for k, v in results.items()
+                if not str(k).endswith("time_s") and k != "environment"}
+    if isinstance(results, list):
+        return [without_timings(v) for v in results]
+    return results
+
+
+__all__ = [
+    "Arm", "ComparisonConfig", "DEFAULT_LR_CENTRES", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
+    "dataset_record", "default_pairs", "environment", "initial_train_loss", "lr_grid", "paired_comparisons",
+    "per_seed_metrics", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
+    "selection_metric", "summarize_seeds", "without_timings",
+]
