@@ -12,7 +12,10 @@ where it is called.
 from jaxnets import data, losses, metrics, models, optim, tree
 from jaxnets.objective import Objective, objective_for
 from jaxnets.train import (
+    CheckpointConfig,
     FitResult,
+    NonFiniteError,
+    Preempted,
     TrainConfig,
     TrainState,
     create_state,
@@ -27,7 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "data", "losses", "metrics", "models", "optim", "tree",
     "Objective", "objective_for",
-    "FitResult", "TrainConfig", "TrainState", "create_state", "evaluate", "fit",
+    "CheckpointConfig", "FitResult", "NonFiniteError", "Preempted", "TrainConfig", "TrainState", "create_state", "evaluate", "fit",
     "make_eval_step", "make_train_step",
     "__version__",
 ]

@@ -150,9 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--parallel", default="none",
                    help="none (one device), pmap (replicated state, batch split over devices) or sharded (jit over a mesh)")
     g.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
+    g.add_argument("--nonfinite", default="halt",
+                   help="on a non-finite loss/gradient: halt (exit 3), skip (skip the step), ignore")
     g = train.add_argument_group("output")
     g.add_argument("--out", default=None, help="directory for metrics.jsonl and summary.json")
     g.add_argument("--overwrite", action="store_true", help="allow --out to hold an earlier run's files")
+    g.add_argument("--checkpoint-every", type=_int_at_least("--checkpoint-every", 1), default=None,
+                   help="save the whole state to OUT/checkpoints every N epochs")
+    g.add_argument("--keep-checkpoints", type=_int_at_least("--keep-checkpoints", 1), default=3)
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest intact checkpoint in OUT/checkpoints (same options as before)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to OUT/tensorboard")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
 
@@ -170,7 +177,7 @@ def _prepare_train(args):
     from jaxnets import data as data_lib
     from jaxnets import losses, models, optim
     from jaxnets.parallel import MODES
-    from jaxnets.train import LOOPS, MONITORS, TrainConfig
+    from jaxnets.train import LOOPS, MONITORS, NONFINITE_POLICIES, TrainConfig
 
     _check_choice("--dataset", args.dataset, data_lib.DATASETS)
     _check_choice("--model", args.model, models.MODELS)
@@ -187,6 +194,9 @@ def _prepare_train(args):
         _check_choice("--loss", args.loss, tuple(losses.LOSSES))
     if args.validation >= 1:
         raise UsageError(f"--validation: got {args.validation}; allowed: a fraction in [0, 1)")
+    _check_choice("--nonfinite", args.nonfinite, NONFINITE_POLICIES)
+    if (args.checkpoint_every is not None or args.resume) and args.out is None:
+        raise UsageError("--checkpoint-every/--resume: need --out; allowed: with --out DIR")
     if args.early_stopping is not None and args.validation == 0:
         raise UsageError("--early-stopping: needs a validation split; allowed: with --validation > 0")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -195,7 +205,10 @@ def _prepare_train(args):
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out: got {args.out!r}, which is a file; allowed: a directory")
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        if args.resume and not (out / "checkpoints").is_dir():
+            raise UsageError(f"--resume: got --out {args.out!r} with no checkpoints; allowed: the --out of a run "
+                             "started with --checkpoint-every")
+        if out.is_dir() and any(out.iterdir()) and not (args.overwrite or args.resume):
             raise UsageError(f"--out: got {args.out!r}, which is not empty; allowed: a new or empty "
                              "directory (or pass --overwrite)")
 
@@ -233,7 +246,7 @@ def _prepare_train(args):
     try:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, l1=args.l1,
                              l2=args.l2, seed=args.seed, drop_remainder=args.drop_remainder, loop=args.loop,
-                             parallel=args.parallel,
+                             parallel=args.parallel, nonfinite=args.nonfinite,
                              early_stopping_patience=args.early_stopping, monitor=args.monitor,
                              progress=args.progress and sys.stderr.isatty())
     except ValueError as err:
@@ -265,11 +278,14 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "python": platform.python_version()}
 
 
+#: Exit statuses of ``jaxnets train`` besides 0 (done) and 2 (bad input).
+EXIT_NONFINITE = 3  # a non-finite loss/gradient/update under --nonfinite halt
+EXIT_PREEMPTED = 75  # SIGTERM/SIGINT: checkpoint saved, rerun with --resume (EX_TEMPFAIL)
+
+
 def run_train(args) -> int:
     from jaxnets.io import atomic_write_json, atomic_write_jsonl
-    from jaxnets.parallel import device_summary
-    from jaxnets.train import fit
-    from jaxnets.tree import params_sha256
+    from jaxnets.train import CheckpointConfig, NonFiniteError, Preempted, fit
 
     dataset, model, tx, config = _prepare_train(args)
     out = Path(args.out) if args.out else None
@@ -278,36 +294,65 @@ def run_train(args) -> int:
     run_config["model_options"] = dict(args.model_opt)
     run_config["train_config"] = dataclasses.asdict(config)
 
-    history: list[dict] = []
+    checkpoint = None
+    if out is not None and (args.checkpoint_every is not None or args.resume):
+        checkpoint = CheckpointConfig(str(out / "checkpoints"), every_epochs=args.checkpoint_every or 1,
+                                      keep=args.keep_checkpoints, resume=args.resume)
     writer = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if args.tensorboard:
             from tensorboardX import SummaryWriter
-            writer = SummaryWriter(str(out / "tensorboard"))
+            writer = SummaryWriter(str(out / "tensorboard"), purge_step=None)
+    written = {"epochs": 0}
 
-    def on_epoch_end(entry: dict) -> None:
-        history.append(entry)
+    def on_epoch_end(history: list[dict]) -> None:
         if out is not None:
             atomic_write_jsonl(out / "metrics.jsonl", history)
         if writer is not None:
-            for key, value in entry.items():
-                if key not in ("epoch", "step"):
-                    writer.add_scalar(key, value, entry["step"])
+            for entry in history[written["epochs"]:]:
+                for key, value in entry.items():
+                    if key not in ("epoch", "step"):
+                        writer.add_scalar(key, value, entry["step"])
             writer.flush()
+        written["epochs"] = len(history)
+
+    def write_summary(summary: dict) -> None:
+        if out is not None:
+            atomic_write_json(out / "summary.json", summary)
 
     try:
-        result = fit(model, dataset, tx, config, on_epoch_end=on_epoch_end)
+        result = fit(model, dataset, tx, config, checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+    except NonFiniteError as err:
+        write_summary({"config": run_config, "status": "nonfinite", "error": str(err), "step": err.step})
+        print(f"jaxnets: error: {err}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except Preempted as err:
+        write_summary({"config": run_config, "status": "preempted", "step": err.step,
+                       "checkpoint": err.checkpoint, "epochs_run": len(err.history)})
+        print(f"jaxnets: {err}; rerun the same command with --resume to continue", file=sys.stderr)
+        return EXIT_PREEMPTED
     finally:
         if writer is not None:
             writer.close()
+    summary = _summary(result, dataset, run_config)
+    write_summary(summary)
+    _print_table(summary, out)
+    return 0
+
+
+def _summary(result, dataset, run_config: dict) -> dict:
+    from jaxnets.parallel import device_summary
+    from jaxnets.tree import params_sha256
+
     final = result.final
-    summary = {
+    return {
         "config": run_config,
+        "status": "done",
         "dataset": {"name": dataset.name, "task": dataset.task, "num_train": dataset.num_train,
                     "num_val": dataset.num_val, "num_test": dataset.num_test},
         **{key: value for key, value in final.items() if key not in ("time_s",)},
-        "epochs_run": len(history) and history[-1]["epoch"] + 1,
+        "epochs_run": result.history[-1]["epoch"] + 1 if result.history else 0,
         "best_epoch": result.best_epoch,
         "wall_time_s": result.wall_time_s,
         "train_time_s": result.train_time_s,
@@ -318,10 +363,6 @@ def run_train(args) -> int:
         "devices": device_summary(),
         "versions": _versions(),
     }
-    if out is not None:
-        atomic_write_json(out / "summary.json", summary)
-    _print_table(summary, out)
-    return 0
 
 
 def _print_table(summary: dict, out: Path | None) -> None:

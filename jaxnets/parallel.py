@@ -90,7 +90,7 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
     ``part`` picks this device's rows of a global batch (pmap); ``constrain`` annotates the
     batch's sharding (sharded jit).
     """
-    from jaxnets.train import epoch_plan  # a pure function; imported here to avoid a cycle
+    from jaxnets.train import RUN_KEYS, add_sums, epoch_plan, reduce_step_sums  # avoid an import cycle
 
     g = geometry
 
@@ -108,7 +108,7 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
     def scan_epoch(state, xs, ys, data_key, epoch):
         idx, mask = plan(data_key, epoch)
         state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
-        return state, jax.tree_util.tree_map(jnp.sum, sums)
+        return state, reduce_step_sums(sums)
 
     def scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs):
         traces["epoch"] = traces.get("epoch", 0) + 1
@@ -123,7 +123,11 @@ def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, 
         zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), sums_shape)
 
         def body(epoch, carry):
-            return scan_epoch(carry[0], xs, ys, data_key, epoch)
+            state, sums = scan_epoch(carry[0], xs, ys, data_key, epoch)
+            # Non-finite counters cover the whole call; the other sums describe its last epoch.
+            run_keys = [key for key in RUN_KEYS if key in sums]
+            carried = add_sums({k: carry[1][k] for k in run_keys}, {k: sums[k] for k in run_keys})
+            return state, {**sums, **carried}
 
         return jax.lax.fori_loop(first_epoch, first_epoch + num_epochs, body, (state, zeros))
 
@@ -187,13 +191,20 @@ class Runner:
             count = None if num_epochs is None else self.put_data(np.int32(num_epochs))
             state, sums = self._scan_epochs(state, xs, ys, data_key, first, count)
             return state, self.host_sums(sums)
+        from jaxnets.train import RUN_KEYS, add_sums
+
+        run_totals = None
         for epoch in range(first_epoch, first_epoch + (num_epochs or 1)):
             idx, mask = self._plan(data_key, self.put_data(np.int32(epoch)))
             totals = None
             for i in range(self.geometry.steps_per_epoch):
                 state, sums = self._step(state, xs, ys, idx[i], mask[i])
-                totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-        return state, self.host_sums(totals)
+                totals = sums if totals is None else add_sums(totals, sums)
+            if run_totals is not None:
+                run_keys = [key for key in RUN_KEYS if key in totals]
+                totals.update(add_sums({k: run_totals[k] for k in run_keys}, {k: totals[k] for k in run_keys}))
+            run_totals = totals
+        return state, self.host_sums(run_totals)
 
 
 class PmapRunner(Runner):

@@ -16,6 +16,9 @@ from ``fold_in(data_key, e)``. A run is therefore reproducible from
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -124,7 +127,22 @@ def _forward(state: TrainState, params, x, *, train: bool, dropout_key=None):
     return state.apply_fn(variables, x, train=train, rngs=rngs), state.model_state
 
 
-def make_train_step(objective: Objective, axis_name: str | None = None) -> Callable:
+NONFINITE_POLICIES = ("halt", "skip", "ignore")
+#: Sums keys reduced by minimum (not by sum) over steps and epochs.
+FIRST_KEYS = ("first_nonfinite_step",)
+#: Sums keys accumulated over every epoch of a multi-epoch call (the rest describe the last epoch).
+RUN_KEYS = ("nonfinite_loss", "nonfinite_gradients", "nonfinite_updates", "first_nonfinite_step")
+_NO_STEP = jnp.iinfo(jnp.int32).max
+
+
+def _tree_finite(tree) -> jnp.ndarray:
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.bool_(True)
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]).all()
+
+
+def make_train_step(objective: Objective, axis_name: str | None = None, nonfinite: str = "ignore") -> Callable:
     """The pure step ``(state, batch) -> (state, sums)`` for an objective.
 
     ``batch`` is ``{"x": (B, ...), "y": (B, ...), "mask": (B,)}``; the gradient is that of
@@ -135,7 +153,16 @@ def make_train_step(objective: Objective, axis_name: str | None = None) -> Calla
     epoch means are exact whatever the padding. With ``axis_name`` (data parallel),
     the sums and the count are summed over that axis before dividing, so every
     replica computes the gradient of the global-batch loss.
+
+    ``nonfinite`` guards against a loss, gradient or update that is not finite:
+    with "halt" or "skip" such a step leaves params, optimizer and model state
+    unchanged (only ``step`` advances, so data order and dropout keys stay aligned)
+    and is counted in ``sums`` (``nonfinite_loss``/``_gradients``/``_updates`` and
+    ``first_nonfinite_step``); "halt" then makes ``fit`` raise ``NonFiniteError``.
+    The check is a select inside the compiled step: no host round trip per step.
     """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite: got {nonfinite!r}; allowed: {', '.join(NONFINITE_POLICIES)}")
 
     def train_step(state: TrainState, batch: dict):
         dropout_key = jax.random.fold_in(state.dropout_key, state.step)
@@ -159,9 +186,57 @@ def make_train_step(objective: Objective, axis_name: str | None = None) -> Calla
             grads = jax.lax.psum(grads, axis_name)
             sums = jax.lax.psum(sums, axis_name)
             new_model_state = jax.lax.pmean(new_model_state, axis_name)
-        return state.apply_gradients(grads, new_model_state), sums
+        if nonfinite == "ignore":
+            return state.apply_gradients(grads, new_model_state), sums
+
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        loss_ok = jnp.isfinite(sums["loss"])
+        grads_ok = _tree_finite(grads)
+        updates_ok = _tree_finite(updates)
+        ok = loss_ok & grads_ok & updates_ok
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(optax.apply_updates(state.params, updates), state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            model_state=keep(new_model_state, state.model_state),
+        )
+        sums = dict(sums,
+                    nonfinite_loss=(~loss_ok).astype(jnp.float32),
+                    nonfinite_gradients=(loss_ok & ~grads_ok).astype(jnp.float32),
+                    nonfinite_updates=(loss_ok & grads_ok & ~updates_ok).astype(jnp.float32),
+                    first_nonfinite_step=jnp.where(ok, _NO_STEP, state.step).astype(jnp.int32))
+        return new_state, sums
 
     return train_step
+
+
+def reduce_step_sums(sums: dict) -> dict:
+    """Sums of a stack of steps: summed, except ``first_*`` keys, which take the minimum."""
+    return {key: (jnp.min if key in FIRST_KEYS else jnp.sum)(value) for key, value in sums.items()}
+
+
+def add_sums(total: dict, new: dict) -> dict:
+    """Combine the sums of consecutive calls (sum, or minimum for ``first_*`` keys)."""
+    return {key: (jnp.minimum if key in FIRST_KEYS else jnp.add)(total[key], value) for key, value in new.items()}
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite loss, gradient or update under ``nonfinite="halt"``."""
+
+    def __init__(self, step: int, quantity: str, epoch: int):
+        self.step, self.quantity, self.epoch = step, quantity, epoch
+        super().__init__(f"non-finite {quantity} at step {step} (epoch {epoch}); training halted "
+                         "(nonfinite='halt'; 'skip' would skip such steps)")
+
+
+class Preempted(RuntimeError):
+    """A SIGTERM/SIGINT stopped ``fit`` at a step boundary, after saving a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: str | None, history: list[dict]):
+        self.step, self.checkpoint, self.history = step, checkpoint, history
+        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint directory was given"
+        super().__init__(f"preempted at step {step}; {where}")
 
 
 def make_eval_step(objective: Objective) -> Callable:
@@ -233,6 +308,9 @@ class TrainConfig:
       parallel: "none" (one device), "pmap" (replicated state, batch split over
         local devices) or "sharded" (jit over a device mesh); see ``jaxnets.parallel``.
         The batch size must be a multiple of the device count.
+      nonfinite: what a non-finite loss, gradient or update does: "halt" (skip it,
+        then raise ``NonFiniteError`` naming the step), "skip" (skip it and count it
+        in ``nonfinite_steps``) or "ignore" (apply it).
       eval_batch_size: batch size for evaluation (padded and masked, never dropped).
       eval_train: evaluate the whole training set at each epoch's end
         (``train_loss``/``train_accuracy``); the running mean over the epoch's
@@ -256,6 +334,7 @@ class TrainConfig:
     drop_remainder: bool = False
     loop: str = "scan"
     parallel: str = "none"
+    nonfinite: str = "halt"
     eval_batch_size: int = 1024
     eval_train: bool = True
     eval_every: int = 1
@@ -273,6 +352,8 @@ class TrainConfig:
         _check_int("eval_every", self.eval_every, minimum=1)
         if self.early_stopping_patience is not None:
             _check_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite: got {self.nonfinite!r}; allowed: {', '.join(NONFINITE_POLICIES)}")
         if self.parallel not in MODES:
             raise ValueError(f"parallel: got {self.parallel!r}; allowed: {', '.join(MODES)}")
         if self.loop not in LOOPS:
@@ -390,9 +471,53 @@ def evaluate(state: TrainState, x, y, objective: Objective, *, batch_size: int =
     return Evaluator(objective, batch, {})(state, x, y, prefix=prefix)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often ``fit`` saves its whole state (see ``jaxnets.checkpoint``).
+
+    Attributes:
+      directory: checkpoints go to ``directory/step_XXXXXXXX``.
+      every_epochs: save after every k epochs (checkpoints fall on the boundaries of
+        ``fit``'s compiled calls; a final one is always written).
+      keep: how many complete checkpoints to keep.
+      resume: start from the newest intact checkpoint in ``directory`` if there is one.
+    """
+
+    directory: str
+    every_epochs: int = 1
+    keep: int = 3
+    resume: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.directory, (str, os.PathLike)) or not str(self.directory):
+            raise ValueError(f"directory: got {self.directory!r}; allowed: a path")
+        _check_int("every_epochs", self.every_epochs, minimum=1)
+        _check_int("keep", self.keep, minimum=1)
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag that the loop reads at the next call boundary."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self._previous = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):  # only sets a flag: safe at any moment
+        self.requested = True
+
+    def close(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
 def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         config: TrainConfig = TrainConfig(), *, state: TrainState | None = None,
-        on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
+        checkpoint: CheckpointConfig | None = None,
+        on_epoch_end: Callable[[list[dict]], None] | None = None) -> FitResult:
     """Train ``model`` on ``data`` with optimizer ``tx``.
 
     Each epoch draws a fresh order of the training rows, runs ⌈n/B⌉ steps (the
@@ -400,13 +525,22 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     the training, validation and test splits in evaluation mode. The step is
     compiled once and reused for every epoch.
 
+    With ``checkpoint``, the whole state and the history are saved every
+    ``every_epochs`` epochs; ``resume=True`` continues from the newest intact
+    checkpoint and ends bitwise identical to an uninterrupted run. A SIGTERM or
+    SIGINT then stops training at the next call boundary, saves a checkpoint and
+    raises ``Preempted``. A non-finite loss/gradient/update raises
+    ``NonFiniteError`` under ``nonfinite="halt"`` before any checkpoint holds it.
+
     Args:
       model: a Flax Linen module (see ``jaxnets.models``).
       data: a ``jaxnets.data.Dataset``.
       tx: an Optax transformation, e.g. ``jaxnets.optim.create("adam", 1e-3)``.
       config: a ``TrainConfig``.
       state: start from this state instead of a fresh initialization.
-      on_epoch_end: called with each history entry as it is produced.
+      checkpoint: a ``CheckpointConfig``, or None for no checkpoints.
+      on_epoch_end: called with the whole history (restored entries included) after
+        each evaluation.
 
     Returns:
       A ``FitResult`` with the final state and the per-epoch history.
@@ -421,6 +555,11 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     started = time.perf_counter()
     objective = objective_for(data.task, loss=config.loss, head=config.head, l1=config.l1, l2=config.l2)
     x_train, y_train = check_arrays(data.x_train, data.y_train, "train")
+    splits = [("train_", x_train, y_train)] if config.eval_train else []
+    if data.num_val:
+        splits.append(("val_", *check_arrays(data.x_val, data.y_val, "val")))
+    if data.num_test:
+        splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
     n = int(x_train.shape[0])
     devices = 1 if config.parallel == "none" else (
         jax.local_device_count() if config.parallel == "pmap" else jax.device_count())
@@ -429,24 +568,32 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
 
     if state is None:
         state = create_state(model, tx, x_train, config.seed)
+    history: list[dict] = []
+    manager = None
+    if checkpoint is not None:
+        from jaxnets.checkpoint import CheckpointManager
+
+        manager = CheckpointManager(checkpoint.directory, keep=checkpoint.keep)
+        if checkpoint.resume and manager.latest_step() is not None:
+            restored = manager.restore_latest_valid(state)
+            for newer in manager.steps():
+                if newer > restored.step:  # corrupt ones the run is about to redo
+                    manager.delete(newer)
+            state, history = restored.state, list(restored.metadata.get("history", []))
+            _check_resumable(restored.metadata, config)
     data_key = run_keys(config.seed).data
     traces: dict[str, int] = {}
-    runner = make_runner(config.parallel, lambda axis: make_train_step(objective, axis_name=axis), geometry,
-                         loop=config.loop, traces=traces)
+    runner = make_runner(config.parallel,
+                         lambda axis: make_train_step(objective, axis_name=axis, nonfinite=config.nonfinite),
+                         geometry, loop=config.loop, traces=traces)
     first_epoch = int(state.step) // steps_per_epoch
     xs, ys = runner.put_data(x_train), runner.put_data(y_train)
     state = runner.put_state(state)
-
     evaluator = Evaluator(objective, max(1, min(config.eval_batch_size, _largest_split(data))), traces)
-    splits = [("train_", x_train, y_train)] if config.eval_train else []
-    if data.num_val:
-        splits.append(("val_", *check_arrays(data.x_val, data.y_val, "val")))
-    if data.num_test:
-        splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
 
-    history: list[dict] = []
     best = (None, -1, None)  # (score, epoch, state)
     bad_evals = 0
+    skipped_steps = int(history[-1].get("nonfinite_steps", 0)) if history else 0
     train_time, timed_steps, timed_time = 0.0, 0, 0.0
     # Epochs between evaluations run in one compiled call (scan loop): the chunk is eval_every.
     chunk = config.eval_every
@@ -454,46 +601,67 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     if config.progress:
         from tqdm.auto import tqdm
         progress = tqdm(total=config.epochs, initial=first_epoch, desc="train", unit="epoch")
+    stop = _StopRequest(enabled=manager is not None)
     epoch = first_epoch
-    while epoch < config.epochs:
-        count = min(chunk, config.epochs - epoch)
-        tick = time.perf_counter()
-        state, sums = runner.run_epochs(state, xs, ys, data_key, epoch, None if chunk == 1 else count)
-        elapsed = time.perf_counter() - tick
-        train_time += elapsed
-        if epoch > first_epoch:  # the first call includes compilation
-            timed_steps += count * steps_per_epoch
-            timed_time += elapsed
-        epoch += count
+    try:
+        while epoch < config.epochs:
+            count = min(chunk, config.epochs - epoch)
+            tick = time.perf_counter()
+            state, sums = runner.run_epochs(state, xs, ys, data_key, epoch, None if chunk == 1 else count)
+            elapsed = time.perf_counter() - tick
+            train_time += elapsed
+            if epoch > first_epoch:  # the first call includes compilation
+                timed_steps += count * steps_per_epoch
+                timed_time += elapsed
+            epoch += count
+            if progress is not None:
+                progress.update(count)
+            host_state = runner.get_state(state)
+            bad = int(sum(sums.get(key, 0.0) for key in RUN_KEYS[:3]))
+            if bad and config.nonfinite == "halt":
+                quantity = next(k for k in RUN_KEYS[:3] if sums[k]).removeprefix("nonfinite_")
+                first_bad = int(sums["first_nonfinite_step"])
+                raise NonFiniteError(first_bad, quantity, first_bad // steps_per_epoch)
+            skipped_steps += bad
+            entry = {"epoch": epoch - 1, "step": int(host_state.step),
+                     "epoch_loss": float(sums["loss"]) / max(float(sums["count"]), 1.0)}
+            if config.nonfinite == "skip":
+                entry["nonfinite_steps"] = skipped_steps
+            for prefix, x, y in splits:
+                entry.update(evaluator(host_state, x, y, prefix=prefix))
+            entry["time_s"] = time.perf_counter() - started
+            history.append(entry)
+            if progress is not None:
+                progress.set_postfix({k: round(v, 4) for k, v in entry.items() if k.endswith(("loss", "accuracy"))})
+            stopping = stop.requested  # read once: a signal from now on is seen at the next boundary
+            if manager is not None and (epoch % checkpoint.every_epochs == 0 or epoch == config.epochs
+                                        or stopping):
+                manager.save(host_state, overwrite=True,
+                             metadata={"config": _jsonable_config(config), "epoch": epoch - 1,
+                                       "step": int(host_state.step), "history": history})
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+            if stopping:
+                saved = str(manager.step_dir(int(host_state.step))) if manager is not None else None
+                raise Preempted(int(host_state.step), saved, history)
+            if config.early_stopping_patience is not None:
+                if config.monitor not in entry:
+                    raise ValueError(f"monitor: got {config.monitor!r}; allowed: a metric of this run "
+                                     f"({', '.join(k for k in entry if k.startswith('val_')) or 'none'}); "
+                                     "early stopping needs a validation split")
+                score = entry[config.monitor] * (1.0 if config.monitor in ("val_loss", "val_rmse") else -1.0)
+                if best[0] is None or score < best[0]:
+                    best = (score, entry["epoch"],
+                            jax.tree_util.tree_map(jnp.copy, host_state) if config.restore_best else None)
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+                    if bad_evals >= config.early_stopping_patience:
+                        break
+    finally:
+        stop.close()
         if progress is not None:
-            progress.update(count)
-        host_state = runner.get_state(state)
-        entry = {"epoch": epoch - 1, "step": int(host_state.step),
-                 "epoch_loss": float(sums["loss"]) / max(float(sums["count"]), 1.0)}
-        for prefix, x, y in splits:
-            entry.update(evaluator(host_state, x, y, prefix=prefix))
-        entry["time_s"] = time.perf_counter() - started
-        history.append(entry)
-        if progress is not None:
-            progress.set_postfix({k: round(v, 4) for k, v in entry.items() if k.endswith(("loss", "accuracy"))})
-        if on_epoch_end is not None:
-            on_epoch_end(entry)
-        if config.early_stopping_patience is not None:
-            if config.monitor not in entry:
-                raise ValueError(f"monitor: got {config.monitor!r}; allowed: a metric of this run "
-                                 f"({', '.join(k for k in entry if k.startswith('val_')) or 'none'}); "
-                                 "early stopping needs a validation split")
-            score = entry[config.monitor] * (1.0 if config.monitor in ("val_loss", "val_rmse") else -1.0)
-            if best[0] is None or score < best[0]:
-                best = (score, entry["epoch"],
-                        jax.tree_util.tree_map(jnp.copy, host_state) if config.restore_best else None)
-                bad_evals = 0
-            else:
-                bad_evals += 1
-                if bad_evals >= config.early_stopping_patience:
-                    break
-    if progress is not None:
-        progress.close()
+            progress.close()
     if timed_time == 0.0:  # a single call: compile time is included, say so by measuring it all
         timed_steps, timed_time = (epoch - first_epoch) * steps_per_epoch, train_time
     state = runner.get_state(state)
@@ -510,6 +678,25 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         steps_per_s=timed_steps / timed_time if timed_time > 0 else float("nan"),
         num_params=count_params(state.params),
     )
+
+
+def _jsonable_config(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+#: TrainConfig fields that may differ between a run and its resumption (they do not
+#: change the arithmetic of the steps already taken).
+_RESUMABLE_CHANGES = {"epochs", "progress", "eval_every", "eval_batch_size", "eval_train",
+                      "early_stopping_patience", "restore_best", "monitor"}
+
+
+def _check_resumable(metadata: dict, config: TrainConfig) -> None:
+    """A resumed run must train exactly as the interrupted one did."""
+    saved = metadata.get("config", {})
+    for key, value in _jsonable_config(config).items():
+        if key in saved and key not in _RESUMABLE_CHANGES and saved[key] != value:
+            raise ValueError(f"{key}: got {value!r}; allowed: {saved[key]!r} (the value of the checkpointed "
+                             "run being resumed)")
 
 
 def batch_geometry(num_examples: int, config: TrainConfig, num_devices: int = 1) -> Geometry:
@@ -564,7 +751,8 @@ def steps_for(num_examples: int, batch_size: int | None, epochs: int, drop_remai
 
 
 __all__ = [
-    "TrainState", "TrainConfig", "FitResult", "RunKeys", "run_keys", "create_state",
+    "TrainState", "TrainConfig", "CheckpointConfig", "FitResult", "NonFiniteError", "Preempted",
+    "NONFINITE_POLICIES", "RunKeys", "run_keys", "create_state",
     "make_train_step", "make_eval_step", "epoch_plan", "num_batches_per_epoch", "batch_geometry", "fit",
     "evaluate", "Evaluator", "check_arrays", "steps_for",
 ]
