@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init", dest="kernel_init", default=None, help="weight initializer: normal, lecun, glorot, he")
     g.add_argument("--init-scale", type=_positive_float("--init-scale"), default=None,
                    help="standard deviation for --init normal")
+    g.add_argument("--compute-dtype", default=None,
+                   help="float32 (default), bfloat16 or float16 computation; parameters stay float32")
     g.add_argument("--model-opt", type=_model_option, action="append", default=[],
                    help="any other option of the model, NAME=VALUE (repeatable; see `jaxnets list`)")
     g = train.add_argument_group("optimization")
@@ -190,6 +192,8 @@ def _prepare_train(args):
         _check_choice("--activation", args.activation, tuple(models.ACTIVATIONS))
     if args.kernel_init is not None:
         _check_choice("--init", args.kernel_init, tuple(models.INITIALIZERS))
+    if args.compute_dtype is not None:
+        _check_choice("--compute-dtype", args.compute_dtype, tuple(models.COMPUTE_DTYPES))
     if args.loss is not None:
         _check_choice("--loss", args.loss, tuple(losses.LOSSES))
     if args.validation >= 1:
@@ -224,7 +228,8 @@ def _prepare_train(args):
 
     model_options = {name: value for name, value in (
         ("hidden", args.hidden), ("activation", args.activation),
-        ("kernel_init", args.kernel_init), ("init_scale", args.init_scale)) if value is not None}
+        ("kernel_init", args.kernel_init), ("init_scale", args.init_scale),
+        ("dtype", args.compute_dtype)) if value is not None}
     for name, value in args.model_opt:
         if name in model_options:
             raise UsageError(f"--model-opt: got {name!r} twice; allowed: each option once")

@@ -79,6 +79,9 @@ class Objective:
         ``correct`` (number of right predictions).
         """
         mask = mask.astype(jnp.float32)
+        # Losses and metrics in float32 even when the model computes in bfloat16/float16.
+        if jnp.issubdtype(outputs.dtype, jnp.floating):
+            outputs = outputs.astype(jnp.float32)
         per_example = _per_example(self.loss_fn(outputs, targets))
         out = {"count": jnp.sum(mask), "loss": jnp.sum(mask * per_example)}
         if self.is_classification:

@@ -317,9 +317,9 @@ def test_registry_errors_are_one_line():
             (lambda: get_model("resnet", output_dim=1), f"model: got 'resnet'; allowed: {names}"),
             (lambda: get_model("mlp", output_dim=1, hidden=(2,), depth=3),
              "mlp option: got 'depth'; allowed: hidden, activation, head, kernel_init, "
-             "init_scale, bias_init, dropout_rate"),
+             "init_scale, bias_init, dropout_rate, dtype"),
             (lambda: get_model("linear", output_dim=1, hidden=(2,)),
-             "linear option: got 'hidden'; allowed: head, kernel_init, init_scale, bias_init"),
+             "linear option: got 'hidden'; allowed: head, kernel_init, init_scale, bias_init, dtype"),
             (lambda: get_model("test_required", output_dim=1),
              "test_required option width: got nothing; allowed: it is required"),
             (lambda: get_model("logistic", output_dim=2),

@@ -32,7 +32,7 @@ from jaxnets.models.linear import LinearRegression, LogisticRegression, flatten_
 from jaxnets.models.mlp import MLP
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_MLP_HIDDEN", "DEFAULT_NORMAL_STDDEV", "HEADS", "INITIALIZERS",
+    "ACTIVATIONS", "COMPUTE_DTYPES", "compute_dtype", "DEFAULT_MLP_HIDDEN", "DEFAULT_NORMAL_STDDEV", "HEADS", "INITIALIZERS",
     "LEAKY_RELU_SLOPE",
     "LinearRegression", "LogisticRegression", "MLP", "MODELS", "ModelSpec",
     "describe", "flatten_features", "get_activation", "get_head", "get_initializer",
@@ -137,7 +137,7 @@ def get_model(name: str, *, output_dim: int, **options: Any) -> nn.Module:
     >>> get_model("mlp", output_dim=1, hiden=(3,))
     Traceback (most recent call last):
     ...
-    ValueError: mlp option: got 'hiden'; allowed: hidden, activation, head, kernel_init, init_scale, bias_init, dropout_rate
+    ValueError: mlp option: got 'hiden'; allowed: hidden, activation, head, kernel_init, init_scale, bias_init, dropout_rate, dtype
     """
     spec = _spec(name)
     for key in options:
@@ -161,7 +161,7 @@ def describe(name: str) -> str:
 
     >>> print(describe("linear"))
     linear: linear regression, y = xW + b (MLP with no hidden layer and identity head)
-      options: head='identity', kernel_init='lecun', init_scale=None, bias_init=0.0
+      options: head='identity', kernel_init='lecun', init_scale=None, bias_init=0.0, dtype='float32'
     """
     spec = _spec(name)
     parts = [key + ("=<required>" if default is _REQUIRED else f"={default!r}")
@@ -169,14 +169,32 @@ def describe(name: str) -> str:
     return f"{name}: {spec.description}\n  options: {', '.join(parts) or '(none)'}"
 
 
+#: Computation dtypes a model can be built with by name (mixed precision keeps
+#: parameters, optimizer state and the loss in float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str) -> Any:
+    """The dtype named ``name`` (one of ``COMPUTE_DTYPES``).
+
+    >>> compute_dtype("bfloat16")
+    <class 'jax.numpy.bfloat16'>
+    """
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype: got {name!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
 def _build_linear(output_dim: int, head: str = "identity", kernel_init: str = "lecun",
-                  init_scale: float | None = None, bias_init: float = 0.0) -> nn.Module:
+                  init_scale: float | None = None, bias_init: float = 0.0,
+                  dtype: str = "float32") -> nn.Module:
     return LinearRegression(output_dim=output_dim, head=head, kernel_init=kernel_init,
-                            init_scale=init_scale, bias_init=bias_init)
+                            init_scale=init_scale, bias_init=bias_init, dtype=compute_dtype(dtype))
 
 
 def _build_logistic(output_dim: int, head: str = "logits", kernel_init: str = "lecun",
-                    init_scale: float | None = None, bias_init: float = 0.0) -> nn.Module:
+                    init_scale: float | None = None, bias_init: float = 0.0,
+                    dtype: str = "float32") -> nn.Module:
     # Binary logistic regression has ONE logit; K >= 3 classes have K logits. Two
     # logits would be a redundant binary model, so it is refused rather than guessed.
     if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim in (0, 2) \
@@ -185,18 +203,18 @@ def _build_logistic(output_dim: int, head: str = "logits", kernel_init: str = "l
                          ">= 3 (K classes, K logits)")
     return LogisticRegression(num_classes=2 if output_dim == 1 else output_dim, head=head,
                               kernel_init=kernel_init, init_scale=init_scale,
-                              bias_init=bias_init)
+                              bias_init=bias_init, dtype=compute_dtype(dtype))
 
 
 def _build_mlp(output_dim: int, hidden: Sequence[int] = DEFAULT_MLP_HIDDEN,
                activation: str = "relu",
                head: str = "logits", kernel_init: str = "lecun",
                init_scale: float | None = None, bias_init: float = 0.0,
-               dropout_rate: float = 0.0) -> nn.Module:
+               dropout_rate: float = 0.0, dtype: str = "float32") -> nn.Module:
     return MLP(hidden=tuple(hidden) if isinstance(hidden, list) else hidden,
                output_dim=output_dim, activation=activation, head=head,
                kernel_init=kernel_init, init_scale=init_scale, bias_init=bias_init,
-               dropout_rate=dropout_rate)
+               dropout_rate=dropout_rate, dtype=compute_dtype(dtype))
 
 
 register_model("linear", _build_linear,

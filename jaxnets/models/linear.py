@@ -6,6 +6,8 @@ the same as an ``MLP`` with ``hidden=()``, so the two can be swapped freely.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import flax.linen as nn
@@ -65,7 +67,8 @@ def check_dense_fields(*, output_dim: int, head: str, kernel_init: str,
 
 
 def output_layer(features: int, kernel_init: str, init_scale: float | None,
-                 bias_init: float, name: str = "output") -> nn.Dense:
+                 bias_init: float, name: str = "output", *, dtype: Any = None,
+                 param_dtype: Any = jnp.float32) -> nn.Dense:
     """The named ``nn.Dense`` every dense model ends with.
 
     Args:
@@ -73,6 +76,8 @@ def output_layer(features: int, kernel_init: str, init_scale: float | None,
       kernel_init, init_scale: see ``get_initializer``.
       bias_init: constant initial bias.
       name: the layer's key in the parameter tree.
+      dtype: computation dtype (None: that of the inputs and parameters), e.g.
+        ``jnp.bfloat16`` for mixed precision; param_dtype: dtype the parameters are stored in.
 
     Returns:
       An unbound ``nn.Dense``.
@@ -81,7 +86,8 @@ def output_layer(features: int, kernel_init: str, init_scale: float | None,
     3
     """
     return nn.Dense(features, kernel_init=get_initializer(kernel_init, init_scale),
-                    bias_init=nn.initializers.constant(bias_init), name=name)
+                    bias_init=nn.initializers.constant(bias_init), name=name, dtype=dtype,
+                    param_dtype=param_dtype)
 
 
 class LinearRegression(nn.Module):
@@ -94,6 +100,8 @@ class LinearRegression(nn.Module):
       output_dim: number of outputs per example.
       head: output function (see ``HEADS``); "identity" (= "logits") by default.
       kernel_init, init_scale, bias_init: initialization (see ``get_initializer``).
+      dtype, param_dtype: computation and parameter dtypes (mixed precision: bfloat16
+        computation, float32 parameters).
 
     >>> model = LinearRegression(output_dim=1)
     >>> x = jnp.ones((4, 3))
@@ -109,6 +117,8 @@ class LinearRegression(nn.Module):
     kernel_init: str = "lecun"
     init_scale: float | None = None
     bias_init: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         check_dense_fields(output_dim=self.output_dim, head=self.head,
@@ -134,7 +144,7 @@ class LinearRegression(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Map (batch, *feature_shape) to (batch, output_dim)."""
         z = output_layer(self.output_dim, self.kernel_init, self.init_scale,
-                         self.bias_init)(flatten_features(x))
+                         self.bias_init, dtype=self.dtype, param_dtype=self.param_dtype)(flatten_features(x))
         return get_head(self.head)(z)
 
 
@@ -165,6 +175,8 @@ class LogisticRegression(nn.Module):
     kernel_init: str = "lecun"
     init_scale: float | None = None
     bias_init: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         k = self.num_classes
@@ -203,5 +215,5 @@ class LogisticRegression(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Map (batch, *feature_shape) to (batch, output_dim) logits or probabilities."""
         z = output_layer(self.output_dim, self.kernel_init, self.init_scale,
-                         self.bias_init)(flatten_features(x))
+                         self.bias_init, dtype=self.dtype, param_dtype=self.param_dtype)(flatten_features(x))
         return get_head(self.head)(z)

@@ -12,7 +12,7 @@ Parameter count for d inputs, widths n_1..n_L and k outputs, n_0 = d, n_{L+1} = 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,9 @@ class MLP(nn.Module):
       bias_init: the constant every bias starts at.
       dropout_rate: probability of zeroing each hidden unit when ``train=True``
         (inverted dropout, kept units are scaled by 1/(1−rate)); 0 disables it.
+      dtype: computation dtype (None: float32 here); ``jnp.bfloat16`` or
+        ``jnp.float16`` for mixed precision. param_dtype: storage dtype of the
+        parameters (keep float32 so optimizer updates are not rounded away).
 
     >>> model = MLP(hidden=(4, 5), output_dim=2)
     >>> x = jnp.ones((7, 3))
@@ -58,6 +61,8 @@ class MLP(nn.Module):
     init_scale: float | None = None
     bias_init: float = 0.0
     dropout_rate: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (tuple, list)):
@@ -101,11 +106,12 @@ class MLP(nn.Module):
         for index, width in enumerate(self.hidden):
             h = nn.Dense(width, kernel_init=get_initializer(self.kernel_init, self.init_scale),
                          bias_init=nn.initializers.constant(self.bias_init),
+                         dtype=self.dtype, param_dtype=self.param_dtype,
                          name=f"hidden_{index}")(h)
             h = g(h)
             self.sow("intermediates", f"hidden_{index}_output", h)
             if self.dropout_rate > 0:
                 h = nn.Dropout(rate=self.dropout_rate, deterministic=not train)(h)
         z = output_layer(self.output_dim, self.kernel_init, self.init_scale,
-                         self.bias_init)(h)
+                         self.bias_init, dtype=self.dtype, param_dtype=self.param_dtype)(h)
         return get_head(self.head)(z)
