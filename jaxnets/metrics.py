@@ -69,9 +69,9 @@ def correct(outputs: Array, labels: Array, task: str, head: str = "logits") -> A
         predicted = _one_per_example("correct", outputs) > _BINARY_THRESHOLDS[head]
         truth = _one_per_example("correct", labels) > 0.5
     else:
-        if outputs.ndim != 2:
+        if outputs.ndim < 2:
             raise ValueError(f"correct: got outputs of shape {outputs.shape}; allowed: "
-                             "(batch, K) for a multiclass task")
+                             "(batch, K), or (batch, T, K) per position, for a multiclass task")
         predicted = jnp.argmax(outputs, axis=-1)
         truth = jnp.argmax(labels, axis=-1) if labels.shape == outputs.shape else labels
         if truth.shape != predicted.shape:

@@ -64,7 +64,8 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def _token_lists(texts: Iterable[Union[str, Sequence[str]]], field: str = "texts") -> list[list[str]]:
+def _token_lists(texts: Iterable[Union[str, Sequence[str]]],
+                 field: str = "texts") -> list[list[str]]:
     if isinstance(texts, str):
         raise ValueError(f"{field}: got a single str; allowed: a sequence of texts")
     return [tokenize(t) if isinstance(t, str) else list(t) for t in texts]
@@ -184,7 +185,8 @@ class Vocabulary:
         for value in ids:
             i = int(value)
             if i != value or not 0 <= i < len(self.tokens):
-                raise ValueError(f"ids: got {value!r}; allowed: integers 0 .. {len(self.tokens) - 1}")
+                raise ValueError(f"ids: got {value!r}; allowed: integers 0 .. "
+                                 f"{len(self.tokens) - 1}")
             out.append(self.tokens[i])
         return out
 
@@ -254,10 +256,12 @@ def tf_idf(texts: Iterable[Union[str, Sequence[str]]], vocab: Vocabulary, *,
     from :func:`idf_weights`. A word's weight grows with its count in the text
     and shrinks with the share of texts that contain it. With ``idf=None`` the
     idf is computed from ``texts`` themselves; to featurize a test set, pass the
-    idf of the training set. Equal to scikit-learn's ``TfidfVectorizer`` defaults
-    (``norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=False``) given the
-    same tokens and a vocabulary holding every term (columns ``<pad>``/``<unk>``
-    are 0 then).
+    idf of the training set. Words outside the vocabulary are dropped (the
+    ``<unk>`` column is set to 0 before normalizing; ``<pad>`` is always 0), so a
+    vector does not depend on how many words the vocabulary lacks. This equals
+    scikit-learn's ``TfidfVectorizer`` with its defaults (``norm="l2",
+    use_idf=True, smooth_idf=True, sublinear_tf=False``) given the same tokens and
+    vocabulary.
 
     Args:
       texts: n strings or n lists of tokens.
@@ -268,7 +272,8 @@ def tf_idf(texts: Iterable[Union[str, Sequence[str]]], vocab: Vocabulary, *,
       float32 (n, len(vocab)).
 
     >>> vocab = Vocabulary(("<pad>", "<unk>", "a", "b"))
-    >>> tf_idf(["a b", "a"], vocab).astype(float).round(4).tolist()  # idf(a) = 1, idf(b) = ln(3/2) + 1
+    >>> # idf(a) = ln(3/3) + 1 = 1, idf(b) = ln(3/2) + 1
+    >>> tf_idf(["a b", "a"], vocab).astype(float).round(4).tolist()
     [[0.0, 0.0, 0.5797, 0.8148], [0.0, 0.0, 1.0, 0.0]]
     """
     counts = bag_of_words(texts, vocab).astype(np.float64)
@@ -276,8 +281,10 @@ def tf_idf(texts: Iterable[Union[str, Sequence[str]]], vocab: Vocabulary, *,
         idf = idf_weights(counts)
     idf = np.asarray(idf, np.float64)
     if idf.shape != (len(vocab),):
-        raise ValueError(f"idf: got shape {idf.shape!r}; allowed: ({len(vocab)},), one weight per token")
+        raise ValueError(f"idf: got shape {idf.shape!r}; allowed: ({len(vocab)},), one weight "
+                         "per token")
     weights = counts * idf
+    weights[:, UNK_ID] = 0.0
     norms = np.sqrt(np.sum(weights**2, axis=1, keepdims=True))
     return np.divide(weights, norms, out=np.zeros_like(weights), where=norms > 0).astype(np.float32)
 
@@ -301,8 +308,10 @@ def pad_sequences(sequences: Sequence[Sequence[int]], max_len: Optional[int] = N
     Returns:
       int32 (n, max_len).
 
-    >>> pad_sequences([[5, 6, 7], [8]], 2).tolist(), pad_sequences([[5, 6, 7], [8]], 2, truncate="pre").tolist()
-    ([[5, 6], [8, 0]], [[6, 7], [8, 0]])
+    >>> pad_sequences([[5, 6, 7], [8]], 2).tolist()
+    [[5, 6], [8, 0]]
+    >>> pad_sequences([[5, 6, 7], [8]], 2, truncate="pre").tolist()
+    [[6, 7], [8, 0]]
     """
     if truncate not in TRUNCATE:
         raise ValueError(f"truncate: got {truncate!r}; allowed: {', '.join(TRUNCATE)}")
@@ -515,7 +524,7 @@ def _text_dataset(name: str, task: str, x_train: np.ndarray, y_train: np.ndarray
     )
 
 
-# ---------------------------------------------------------------- corpus 2: reviews where order matters
+# ---------------------------------------------------------------- corpus 2: order-dependent reviews
 
 #: Word classes of the synthetic reviews (see :func:`review_sentences`).
 REVIEW_WORDS: dict[str, tuple[str, ...]] = {

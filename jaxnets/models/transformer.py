@@ -4,7 +4,8 @@ Row-vector convention: a sequence is a (T, d) matrix X whose row t is token t's
 vector. Scaled dot-product attention of queries Q (T, d_k) over keys K (S, d_k)
 and values V (S, d_v), with a boolean mask M (T, S):
 
-    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k + B) V,   B_ts = 0 where M_ts, −∞ (a huge negative) elsewhere
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k + B) V
+    B_ts = 0 where M_ts, −∞ (in practice the most negative float) elsewhere
 
 the softmax taken over s (each row of weights sums to 1). Multi-head attention with
 h heads, d_k = d / h, runs h attentions on learned projections and mixes them:
@@ -22,7 +23,7 @@ Blocks are pre-LN: each sublayer reads a layer-normalized copy of the stream and
 adds its output back (residual connection),
 
     X ← X + Dropout(MHA(LN(X)))          X ← X + Dropout(FFN(LN(X)))
-    LN(x) = γ ⊙ (x − mean(x)) / √(var(x) + ε) + β    (over the d features of one token, ε = 1e-6)
+    LN(x) = γ ⊙ (x − mean(x)) / √(var(x) + ε) + β    (over one token's d features, ε = 1e-6)
     FFN(x) = g(x W_1 + b_1) W_2 + b_2                  (per token; g = GELU by default)
 
 and a final LN follows the last block. The original Transformer is post-LN,
@@ -218,10 +219,9 @@ def multi_head_attention(num_heads: int, *, dropout_rate: float = 0.0,
       an unbound ``nn.MultiHeadDotProductAttention``.
 
     >>> mha = multi_head_attention(2)
-    >>> x = jnp.ones((1, 3, 4))
-    >>> variables = mha.init(jax.random.key(0), x)
-    >>> sorted(variables["params"]), mha.apply(variables, x).shape
-    (['key', 'out', 'query', 'value'], (1, 3, 4))
+    >>> shapes = jax.eval_shape(mha.init, jax.random.key(0), jnp.ones((2, 4, 8)))["params"]
+    >>> {name: leaf["kernel"].shape for name, leaf in sorted(shapes.items())}
+    {'key': (8, 2, 4), 'out': (2, 4, 8), 'query': (8, 2, 4), 'value': (8, 2, 4)}
     """
     _check_int("num_heads", num_heads, 1)
     _check_rate(dropout_rate)
@@ -254,10 +254,10 @@ class FeedForward(nn.Module):
       dropout_rate: dropout after g, 0 <= rate < 1.
       dtype, param_dtype: computation and parameter dtypes.
 
-    >>> ffn = FeedForward(mlp_dim=8)
-    >>> variables = ffn.init(jax.random.key(0), jnp.ones((2, 3, 4)))
-    >>> ffn.apply(variables, jnp.ones((2, 3, 4))).shape
-    (2, 3, 4)
+    >>> ffn = FeedForward(mlp_dim=16)
+    >>> shapes = jax.eval_shape(ffn.init, jax.random.key(0), jnp.ones((2, 4, 8)))
+    >>> jax.tree.map(lambda leaf: leaf.shape, shapes["params"])
+    {'hidden': {'bias': (16,), 'kernel': (8, 16)}, 'output': {'bias': (8,), 'kernel': (16, 8)}}
     """
 
     mlp_dim: int
@@ -300,10 +300,10 @@ class EncoderBlock(nn.Module):
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> block = EncoderBlock(num_heads=2, mlp_dim=16)
-    >>> x = jnp.ones((2, 5, 8))
+    >>> x = jnp.ones((2, 4, 8))
     >>> variables = block.init(jax.random.key(0), x)
     >>> block.apply(variables, x).shape, block.param_count(8)
-    ((2, 5, 8), 600)
+    ((2, 4, 8), 600)
     """
 
     num_heads: int
@@ -370,10 +370,10 @@ class DecoderBlock(nn.Module):
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> block = DecoderBlock(num_heads=2, mlp_dim=16)
-    >>> x, memory = jnp.ones((2, 5, 8)), jnp.ones((2, 7, 6))
+    >>> x, memory = jnp.ones((2, 4, 8)), jnp.ones((2, 6, 8))
     >>> variables = block.init(jax.random.key(0), x, memory)
-    >>> block.apply(variables, x, memory).shape, block.param_count(8, memory_dim=6)
-    ((2, 5, 8), 872)
+    >>> block.apply(variables, x, memory).shape, block.param_count(8, memory_dim=8)
+    ((2, 4, 8), 904)
     """
 
     num_heads: int
@@ -449,26 +449,26 @@ class Embedding(nn.Module):
     vocabulary shows up as a NaN loss instead of silently reusing rows. With
     ``vocab_size=None``, inputs are floats (batch, T, F) — (batch, T) counts as
     F = 1 — projected by ``projection`` (Dense F -> d). Then
-    ``positions`` ("learned": ``nn.Embed(max_len, d)``, T <= max_len) or the fixed
-    sinusoids are added.
+    ``positions`` are added: the fixed sinusoids (default) or "learned"
+    (``nn.Embed(max_len, d)``, T <= max_len).
 
     Attributes:
       d_model: width d (>= 1).
       vocab_size: number of token ids, or None for float inputs.
       max_len: longest sequence with learned positions (>= 1).
-      positions: "learned" or "sinusoidal".
+      positions: "sinusoidal" (fixed) or "learned".
       dtype, param_dtype: computation and parameter dtypes.
 
-    >>> emb = Embedding(d_model=4, vocab_size=10, max_len=6)
-    >>> variables = emb.init(jax.random.key(0), jnp.array([[1.0, 2.0, 3.0]]))
-    >>> jax.tree.map(jnp.shape, variables["params"])
-    {'positions': {'embedding': (6, 4)}, 'tokens': {'embedding': (10, 4)}}
+    >>> emb = Embedding(d_model=8, vocab_size=20, max_len=10, positions="learned")
+    >>> shapes = jax.eval_shape(emb.init, jax.random.key(0), jnp.array([[1.0, 2.0, 3.0, 0.0]]))
+    >>> jax.tree.map(lambda leaf: leaf.shape, shapes["params"])
+    {'positions': {'embedding': (10, 8)}, 'tokens': {'embedding': (20, 8)}}
     """
 
     d_model: int
     vocab_size: int | None = None
     max_len: int = 128
-    positions: str = "learned"
+    positions: str = "sinusoidal"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -490,7 +490,7 @@ class Embedding(nn.Module):
         Returns:
           the count.
 
-        >>> Embedding(d_model=4, vocab_size=10, max_len=6).param_count()
+        >>> Embedding(d_model=4, vocab_size=10, max_len=6, positions="learned").param_count()
         64
         """
         return _embedding_count(self.d_model, self.vocab_size, self.max_len, self.positions,
@@ -543,7 +543,7 @@ class TransformerClassifier(nn.Module):
 
         H_0 = Embedding(x) (tokens + positions), dropout
         H_l = EncoderBlock_l(H_{l−1}; padding mask)        l = 1..num_layers
-        z   = Σ_t m_t LN(H_L)_t / max(Σ_t m_t, 1)            m_t = 1 for real tokens, 0 for padding
+        z   = Σ_t m_t LN(H_L)_t / max(Σ_t m_t, 1)        m_t = 1 for real tokens, 0 for padding
         ŷ   = z W + b                                        (logits)
 
     Padding never changes the output: padded keys get zero attention weight and
@@ -556,14 +556,14 @@ class TransformerClassifier(nn.Module):
       vocab_size: number of token ids; None for float inputs (batch, T[, F]).
       d_model: width d; num_heads: h (divides d); num_layers: blocks;
       mlp_dim: FFN width f; max_len: longest input with learned positions.
-      positions: "learned" or "sinusoidal".
+      positions: "sinusoidal" (fixed, the default) or "learned" (a table of max_len rows).
       dropout_rate: dropout on embeddings, attention weights and sublayer outputs.
       activation: FFN activation.
       pad_id: the padding token id (masked out), or None; used with token inputs only.
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> model = TransformerClassifier(output_dim=3, vocab_size=20, d_model=8, num_heads=2,
-    ...                               num_layers=1, mlp_dim=16, max_len=10)
+    ...                               num_layers=1, mlp_dim=16, max_len=10, positions="learned")
     >>> x = jnp.array([[5.0, 6.0, 7.0, 0.0], [8.0, 9.0, 0.0, 0.0]])  # 0 = <pad>
     >>> variables = model.init(jax.random.key(0), x)
     >>> model.apply(variables, x).shape, model.param_count()
@@ -577,7 +577,7 @@ class TransformerClassifier(nn.Module):
     num_layers: int = 2
     mlp_dim: int = 256
     max_len: int = 128
-    positions: str = "learned"
+    positions: str = "sinusoidal"
     dropout_rate: float = 0.0
     activation: str = "gelu"
     pad_id: int | None = 0
@@ -604,9 +604,11 @@ class TransformerClassifier(nn.Module):
         Returns:
           the number of scalars in the parameter tree.
 
-        >>> TransformerClassifier(output_dim=1, vocab_size=3, d_model=2, num_heads=1,
-        ...                       num_layers=1, mlp_dim=2, max_len=4).param_count()  # 6 + 8 + 44 + 4 + 3
+        >>> TransformerClassifier(output_dim=1, vocab_size=3, d_model=2, num_heads=1, num_layers=1,
+        ...                       mlp_dim=2, max_len=4, positions="learned").param_count()
         65
+
+        (6 token + 8 position + 44 block + 4 final norm + 3 head parameters.)
         """
         d = self.d_model
         embedding = _embedding_count(d, self.vocab_size, self.max_len, self.positions, input_dim)
@@ -670,12 +672,12 @@ class TransformerLM(nn.Module):
       d_model, num_heads, num_layers, mlp_dim, max_len, positions, dropout_rate,
       activation, dtype, param_dtype: as in ``TransformerClassifier``.
 
-    >>> lm = TransformerLM(vocab_size=11, d_model=8, num_heads=2, num_layers=1, mlp_dim=16,
-    ...                    max_len=6)
-    >>> tokens = jnp.array([[1, 2, 3, 4]])
+    >>> lm = TransformerLM(vocab_size=20, d_model=8, num_heads=2, num_layers=1, mlp_dim=16,
+    ...                    max_len=10, positions="learned")
+    >>> tokens = jnp.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     >>> variables = lm.init(jax.random.key(0), tokens)
     >>> lm.apply(variables, tokens).shape, lm.param_count(), lm.output_dim
-    ((1, 4, 11), 851, 11)
+    ((2, 4, 20), 1036, 20)
     """
 
     vocab_size: int
@@ -684,7 +686,7 @@ class TransformerLM(nn.Module):
     num_layers: int = 2
     mlp_dim: int = 256
     max_len: int = 128
-    positions: str = "learned"
+    positions: str = "sinusoidal"
     dropout_rate: float = 0.0
     activation: str = "gelu"
     dtype: Any = jnp.float32
@@ -733,7 +735,7 @@ class TransformerLM(nn.Module):
 
 def _build_transformer(output_dim: int, vocab_size: int | None = DEFAULT_VOCAB_SIZE,
                        d_model: int = 64, num_heads: int = 4, num_layers: int = 2,
-                       mlp_dim: int = 256, max_len: int = 128, positions: str = "learned",
+                       mlp_dim: int = 256, max_len: int = 128, positions: str = "sinusoidal",
                        dropout_rate: float = 0.0, activation: str = "gelu",
                        pad_id: int | None = 0) -> nn.Module:
     return TransformerClassifier(output_dim=output_dim, vocab_size=vocab_size, d_model=d_model,
@@ -744,7 +746,7 @@ def _build_transformer(output_dim: int, vocab_size: int | None = DEFAULT_VOCAB_S
 
 def _build_transformer_lm(output_dim: int, d_model: int = 64, num_heads: int = 4,
                           num_layers: int = 2, mlp_dim: int = 256, max_len: int = 128,
-                          positions: str = "learned", dropout_rate: float = 0.0,
+                          positions: str = "sinusoidal", dropout_rate: float = 0.0,
                           activation: str = "gelu") -> nn.Module:
     # A language model predicts one of its own tokens: output_dim is the vocabulary size.
     return TransformerLM(vocab_size=output_dim, d_model=d_model, num_heads=num_heads,
