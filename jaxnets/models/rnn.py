@@ -41,9 +41,10 @@ t < L_b. ``L`` comes from ``seq_lengths`` passed to ``__call__``, or, when the
 model has a ``pad_id``, from the inputs themselves: with x of shape (batch, T)
 (token ids or one scalar per step), L_b = #{t : x_{b,t} ≠ pad_id}. Then
 
-* many-to-one (``output="last"``) reads the state after step L_b (the backward
-  direction of a bidirectional layer: its state after reading all L_b steps,
-  found at position 0), so padding never changes the prediction;
+* many-to-one (``output="last"``) reads h at t = L_b − 1, the state after the
+  last valid step (the backward direction of a bidirectional layer: its state
+  after reading all L_b steps, found at t = 0), so padding never changes the
+  prediction;
 * many-to-many (``output="sequence"``) returns outputs (batch, T, output_dim)
   with the padded positions set to 0.
 """
@@ -55,7 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import register_model
+from jaxnets.models import compute_dtype, register_model
 from jaxnets.models.activations import HEADS, get_head
 
 #: Cell names and the Flax cells behind them.
@@ -160,7 +161,8 @@ class RecurrentNet(nn.Module):
       vocab_size: number of token ids (required with ``embedding``).
       pad_id: the input value marking padding (mask derived from x), or None.
       head: output function, a key of ``HEADS``.
-      dtype: computation dtype of the cells, embedding and readout.
+      dtype: computation dtype of the cells, embedding and readout (``jnp.bfloat16``
+        or ``jnp.float16`` for mixed precision; the registry builders take the name).
       param_dtype: dtype of the parameters.
 
     >>> model = RecurrentNet(output_dim=2, cell="gru", hidden_size=4)
@@ -264,6 +266,17 @@ class RecurrentNet(nn.Module):
         return CELLS[self.cell](features=self.hidden_size, dtype=self.dtype,
                                 param_dtype=self.param_dtype, name=name)
 
+    def _initial_carry(self, batch: int) -> Any:
+        # A scan needs the same carry dtype in and out. Flax makes the zero state in
+        # param_dtype; the Elman cell returns its new state in the compute dtype, so its
+        # zero state is made in that dtype instead (identical when both are float32).
+        # LSTM and GRU states are products with the previous, param_dtype state, which
+        # promotes them back to param_dtype, so Flax's default fits them.
+        if self.cell != "rnn":
+            return None
+        zeros = jnp.zeros((batch, self.hidden_size), self.dtype or self.param_dtype)
+        return (zeros, zeros) if self.bidirectional else zeros
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  seq_lengths: jax.Array | None = None) -> jax.Array:
@@ -295,7 +308,7 @@ class RecurrentNet(nn.Module):
             if x.ndim != 3:
                 raise ValueError(f"x.shape: got {tuple(x.shape)!r}; allowed: (batch, T, "
                                  "features) or (batch, T)")
-            h = x.astype(self.dtype)
+            h = x.astype(self.dtype or self.param_dtype)
         for layer in range(self.num_layers):
             # The cells are owned by this module, so their parameters sit at the top
             # of the tree ("layer_0", or "layer_0_fwd" / "layer_0_bwd"); nn.RNN only
@@ -307,7 +320,7 @@ class RecurrentNet(nn.Module):
                 rnn = nn.RNN(self._cell(f"layer_{layer}"))
             # With lengths, the backward pass flips only the valid prefix (padding
             # stays at the end), so valid outputs never see padding in either direction.
-            h = rnn(h, seq_lengths=lengths)
+            h = rnn(h, seq_lengths=lengths, initial_carry=self._initial_carry(h.shape[0]))
         readout = nn.Dense(self.output_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                            name="output")
         if self.output == "last":
@@ -324,10 +337,11 @@ def _builder(cell: str) -> Callable[..., nn.Module]:
     def build(output_dim: int, hidden_size: int = DEFAULT_HIDDEN_SIZE, num_layers: int = 1,
               bidirectional: bool = False, output: str = "last", embedding: int | None = None,
               vocab_size: int | None = None, pad_id: int | None = None,
-              head: str = "logits") -> nn.Module:
+              head: str = "logits", dtype: str = "float32") -> nn.Module:
         return RecurrentNet(output_dim=output_dim, cell=cell, hidden_size=hidden_size,
                             num_layers=num_layers, bidirectional=bidirectional, output=output,
-                            embedding=embedding, vocab_size=vocab_size, pad_id=pad_id, head=head)
+                            embedding=embedding, vocab_size=vocab_size, pad_id=pad_id, head=head,
+                            dtype=compute_dtype(dtype))
 
     build.__name__ = f"_build_{cell}"
     return build
