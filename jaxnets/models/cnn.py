@@ -63,7 +63,7 @@ def _ints(value: Any, field: str, allow_empty: bool = True) -> tuple[int, ...]:
 
 
 class CNN(nn.Module):
-    """A convolutional network: conv blocks, then flatten (or global average pool), then dense layers.
+    """A convolutional network: conv blocks, flatten (or global average pool), dense layers.
 
     Attributes:
       output_dim: number of outputs per example (required).
@@ -92,10 +92,10 @@ class CNN(nn.Module):
 
     >>> model = CNN(output_dim=10, channels=(4, 8), dense=(16,))
     >>> x = jnp.ones((2, 8, 8, 1))
-    >>> variables = model.init({"params": jax.random.key(0)}, x)
+    >>> variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)
     >>> list(variables["params"])
     ['conv_0', 'conv_1', 'dense_0', 'output']
-    >>> model.apply(variables, x).shape, model.param_count((8, 8, 1))
+    >>> jax.eval_shape(model.apply, variables, x).shape, model.param_count((8, 8, 1))
     ((2, 10), 1034)
     """
 
@@ -186,8 +186,10 @@ class CNN(nn.Module):
           ``input_shape`` if set (its size must match), ``(L, 1)`` for a flat
           example of length L, else ``shape``.
 
-        >>> CNN(output_dim=2).example_shape((40,)), CNN(output_dim=2, input_shape=(8, 8, 1)).example_shape((64,))
-        ((40, 1), (8, 8, 1))
+        >>> CNN(output_dim=2).example_shape((40,))
+        (40, 1)
+        >>> CNN(output_dim=2, input_shape=(8, 8, 1)).example_shape((64,))
+        (8, 8, 1)
         """
         shape = tuple(int(n) for n in shape)
         if self.input_shape is not None:

@@ -7,7 +7,8 @@ Convolution (a cross-correlation, as in the slides and in every deep-learning
 library), for output position (i, j) and output channel o, with stride s and the
 input zero-padded first:
 
-    y[n, i, j, o] = b[o] + Σ_{a<k_h} Σ_{c<k_w} Σ_{q<C_in} x[n, s·i + a, s·j + c, q] · W[a, c, q, o]
+    y[n, i, j, o] = b[o] + Σ_{a, c, q} x[n, s·i + a, s·j + c, q] · W[a, c, q, o]
+                    (a < k_h, c < k_w, q < C_in)
 
 Output size per spatial axis, for input size n, kernel k, stride s:
 SAME ⌈n/s⌉ (zero padding split as evenly as possible, the extra one after);
@@ -36,6 +37,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxnets.models.initializers import INITIALIZERS, get_initializer
@@ -470,8 +472,10 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     if impl == "reshape":
         return _max_blocks(_blocks(x, window))
     pads = explicit_padding(x.shape[1:-1], window, strides, padding)
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
-                             ((0, 0), *pads, (0, 0)))
+    # A concrete (NumPy) identity element makes this lax's differentiable
+    # reduce_window_max; a traced one would give an opaque, non-differentiable reduction.
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1, *window, 1),
+                             (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 
 def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None,
@@ -500,11 +504,11 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
         return jnp.mean(_blocks(x, window), axis=_window_axes(len(window)))
     pads = ((0, 0), *explicit_padding(x.shape[1:-1], window, strides, padding), (0, 0))
     dims, steps = (1, *window, 1), (1, *strides, 1)
-    total = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, steps, pads)
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, steps, pads)
     if all(low == high == 0 for low, high in pads):
         return total / math.prod(window)
     ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-    count = lax.reduce_window(ones, jnp.zeros((), x.dtype), lax.add, dims, steps, pads)
+    count = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, dims, steps, pads)
     return total / count
 
 
@@ -624,7 +628,8 @@ def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
 
 
 __all__ = [
-    "AUTO_PATCHES_MAX_WIDTH", "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "CONV_IMPLS", "PADDINGS", "POOL_IMPLS",
+    "AUTO_PATCHES_MAX_WIDTH", "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "CONV_IMPLS",
+    "PADDINGS", "POOL_IMPLS",
     "Conv", "avg_pool", "check_rate", "conv_output_size", "convolve", "explicit_padding",
     "extract_patches", "global_avg_pool", "make_batch_norm", "make_dropout", "max_pool",
     "normalize_padding", "resolve_conv_impl",

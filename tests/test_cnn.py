@@ -1,0 +1,548 @@
+"""Convolutional networks, pooling, dropout and batch normalization.
+
+References are independent of the code under test: a NumPy loop over output
+positions for convolution and pooling, NumPy batch statistics for batch norm,
+hand-written parameter formulas, and float64 finite differences (check_grads).
+"""
+import doctest
+import math
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxnets as jn
+from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, conv, get_model
+from jaxnets.models.conv import (avg_pool, convolve, global_avg_pool, make_batch_norm,
+                                 make_dropout, max_pool)
+from jaxnets.tree import count_params, params_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPLS = ("xla", "patches")
+
+
+# ---------------------------------------------------------------- NumPy references
+
+
+def np_pads(spatial, window, strides, padding):
+    """(low, high) per axis: SAME as XLA/TensorFlow, VALID none, int p on both sides."""
+    pads = []
+    for n, k, s in zip(spatial, window, strides):
+        if padding == "VALID":
+            pads.append((0, 0))
+        elif padding == "SAME":
+            out = -(-n // s)
+            total = max((out - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        else:
+            pads.append((padding, padding))
+    return pads
+
+
+def np_conv(x, w, strides, padding):
+    """y[n, i, o] = Σ_{window, c} x_padded[n, s·i + window, c] · w[window, c, o], by loops."""
+    nd = x.ndim - 2
+    window = w.shape[:nd]
+    strides = (strides,) * nd if isinstance(strides, int) else strides
+    xp = np.pad(x, [(0, 0), *np_pads(x.shape[1:-1], window, strides, padding), (0, 0)])
+    out = [(xp.shape[1 + d] - window[d]) // strides[d] + 1 for d in range(nd)]
+    y = np.zeros((x.shape[0], *out, w.shape[-1]))
+    for index in np.ndindex(*out):
+        field = tuple(slice(i * s, i * s + k) for i, s, k in zip(index, strides, window))
+        patch = xp[(slice(None), *field)]  # (N, *window, C)
+        y[(slice(None), *index)] = np.tensordot(patch, w, axes=(list(range(1, nd + 2)),
+                                                                list(range(nd + 1))))
+    return y
+
+
+def np_pool(x, window, strides, padding, op):
+    """Max (padding = −∞) or mean over the real entries of each window, by loops."""
+    nd = x.ndim - 2
+    pads = np_pads(x.shape[1:-1], window, strides, padding)
+    fill = -np.inf if op == "max" else np.nan
+    xp = np.pad(x.astype(np.float64), [(0, 0), *pads, (0, 0)], constant_values=fill)
+    out = [(xp.shape[1 + d] - window[d]) // strides[d] + 1 for d in range(nd)]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    axes = tuple(range(1, nd + 1))
+    for index in np.ndindex(*out):
+        field = tuple(slice(i * s, i * s + k) for i, s, k in zip(index, strides, window))
+        block = xp[(slice(None), *field)]
+        y[(slice(None), *index)] = block.max(axis=axes) if op == "max" else np.nanmean(block, axes)
+    return y
+
+
+def np_first_max_grad(x, window):
+    """Gradient of Σ max_pool(x) for non-overlapping windows: 1 at each window's first maximum."""
+    grad = np.zeros_like(x)
+    nd = x.ndim - 2
+    out = [n // k for n, k in zip(x.shape[1:-1], window)]
+    for n in range(x.shape[0]):
+        for c in range(x.shape[-1]):
+            for index in np.ndindex(*out):
+                field = tuple(slice(i * k, i * k + k) for i, k in zip(index, window))
+                block = x[(n, *field, c)]
+                first = np.unravel_index(np.argmax(block), block.shape)  # argmax: first max
+                grad[(n, *(i * k + f for i, k, f in zip(index, window, first)), c)] = 1.0
+    return grad
+
+
+# ---------------------------------------------------------------- convolution
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_slides_example_through_the_conv_layer(impl):
+    # Input 0..8 as a 3x3 image, kernel [[0, 1], [2, 3]], VALID, no bias (the slides).
+    layer = Conv(features=1, kernel_size=2, padding="VALID", use_bias=False, impl=impl)
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+    variables = {"params": {"kernel": jnp.arange(4.0).reshape(2, 2, 1, 1)}}
+    assert layer.apply(variables, x)[0, :, :, 0].tolist() == [[19.0, 25.0], [37.0, 43.0]]
+
+
+CONV_CASES = [  # x shape, kernel window, C_out, strides, padding
+    ((1, 7, 2), (3,), 3, 1, "SAME"),
+    ((3, 8, 2), (4,), 2, 2, "SAME"),
+    ((3, 9, 1), (5,), 2, 2, "VALID"),
+    ((3, 40, 1), (5,), 4, 2, 1),
+    ((1, 5, 5, 2), (3, 3), 3, 1, "SAME"),
+    ((3, 6, 7, 2), (2, 2), 2, 1, "VALID"),
+    ((3, 8, 8, 1), (4, 4), 3, 2, "SAME"),
+    ((1, 7, 6, 3), (3, 2), 2, (2, 1), "VALID"),
+    ((3, 9, 9, 2), (3, 3), 4, 2, 1),
+    ((3, 6, 6, 2), (2, 3), 2, 2, "SAME"),
+    ((1, 4, 4, 3), (1, 1), 2, 1, "SAME"),
+]
+
+
+@pytest.mark.parametrize("shape, window, c_out, strides, padding", CONV_CASES)
+def test_patches_equals_xla_and_numpy_values_and_gradients_float64(shape, window, c_out,
+                                                                   strides, padding):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.normal(size=shape)
+    w = rng.normal(size=(*window, shape[-1], c_out))
+    expected = np_conv(x, w, strides, padding)
+    cotangent = rng.normal(size=expected.shape)
+
+    def values_and_grads(xx, ww, impl):
+        y, pullback = jax.vjp(lambda a, b: convolve(a, b, strides, padding, impl), xx, ww)
+        return y, pullback(jnp.asarray(cotangent))
+
+    with jax.enable_x64(True):
+        results = {impl: jax.jit(values_and_grads, static_argnums=2)(
+            jnp.asarray(x), jnp.asarray(w), impl) for impl in IMPLS}
+    for impl, (y, _) in results.items():
+        assert y.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(results["xla"][1], results["patches"][1]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, window, c_out, strides, padding", CONV_CASES[::5])
+def test_patches_equals_xla_float32(shape, window, c_out, strides, padding):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*window, shape[-1], c_out)), jnp.float32)
+    y_xla, y_patches = (convolve(x, w, strides, padding, impl) for impl in IMPLS)
+    assert y_patches.dtype == jnp.float32
+    np.testing.assert_allclose(y_patches, y_xla, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape, window, strides, padding",
+                         [((2, 5, 5, 2), (3, 3), 2, "SAME"), ((2, 9, 2), (3,), 1, 1)])
+def test_conv_check_grads_float64(impl, shape, window, strides, padding):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        x = jnp.asarray(rng.normal(size=shape))
+        w = jnp.asarray(rng.normal(size=(*window, shape[-1], 3)))
+        f = jax.jit(lambda a, b: jnp.sum(jnp.tanh(convolve(a, b, strides, padding, impl))))
+        check_grads(f, (x, w), order=1, modes=("rev",))
+
+
+def test_conv_layer_parameters_are_the_same_for_both_impls():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 3)), jnp.float32)
+    layers = [Conv(features=4, kernel_size=(3, 2), strides=2, impl=impl) for impl in IMPLS]
+
+    @jax.jit
+    def run(a):
+        v_xla, v_patches = (layer.init(jax.random.key(0), a) for layer in layers)
+        # A checkpoint of one runs in the other.
+        return v_xla, v_patches, layers[0].apply(v_xla, a), layers[1].apply(v_xla, a)
+
+    v_xla, v_patches, y_xla, y_patches = run(x)
+    assert jax.tree.map(jnp.shape, v_xla) == jax.tree.map(jnp.shape, v_patches) == \
+        {"params": {"bias": (4,), "kernel": (3, 2, 3, 4)}}
+    assert params_sha256(v_xla) == params_sha256(v_patches)
+    np.testing.assert_allclose(y_patches, y_xla, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_dtypes_and_flax_equivalence():
+    import flax.linen as nn
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 7, 3)), jnp.float32)
+    ours = Conv(features=5, kernel_size=3, strides=2, padding="SAME", impl="patches")
+    theirs = nn.Conv(features=5, kernel_size=(3, 3), strides=(2, 2), padding="SAME")
+    half = Conv(features=5, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+
+    @jax.jit
+    def run(a):
+        variables = ours.init(jax.random.key(0), a)
+        v_half = half.init(jax.random.key(0), a)
+        return (ours.apply(variables, a), theirs.apply(variables, a),
+                v_half["params"]["kernel"], half.apply(v_half, a))
+
+    y_ours, y_flax, half_kernel, y_half = run(x)
+    np.testing.assert_allclose(y_ours, y_flax, rtol=1e-5, atol=1e-5)
+    assert half_kernel.dtype == jnp.float32 and y_half.dtype == jnp.bfloat16
+
+
+def test_auto_picks_patches_for_narrow_layers_on_cpu_only():
+    assert conv.resolve_conv_impl("auto", "cpu", 9) == "patches"
+    assert conv.resolve_conv_impl("auto", "cpu", conv.AUTO_PATCHES_MAX_WIDTH + 1) == "xla"
+    assert conv.resolve_conv_impl("auto", "gpu", 9) == conv.resolve_conv_impl("auto", "tpu") \
+        == "xla"
+    narrow = jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(
+        jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 2)))
+    wide = jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(
+        jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 2)))
+    assert "conv_general_dilated" not in str(narrow) and "dot_general" in str(narrow)
+    assert "conv_general_dilated" in str(wide)
+
+
+# ---------------------------------------------------------------- pooling
+
+
+POOL_CASES = [  # shape, window, strides, padding, reshape applies
+    ((2, 4, 6, 3), (2, 2), (2, 2), "VALID", True),
+    ((2, 7, 5, 2), (2, 2), (2, 2), "VALID", True),    # remainder row/column dropped
+    ((2, 6, 6, 1), (3, 2), (3, 2), "SAME", True),     # divisible: no padding needed
+    ((3, 9, 2), (3,), (3,), "VALID", True),
+    ((2, 5, 5, 2), (2, 2), (2, 2), "SAME", False),    # needs padding
+    ((2, 6, 6, 1), (3, 3), (2, 2), "VALID", False),   # overlapping windows
+    ((2, 6, 6, 1), (2, 2), (2, 2), 1, False),
+    ((3, 10, 2), (4,), (3,), "SAME", False),
+]
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+@pytest.mark.parametrize("shape, window, strides, padding, applies", POOL_CASES)
+def test_pooling_values_match_numpy_for_both_impls(op, shape, window, strides, padding, applies):
+    x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    expected = np_pool(x, window, strides, padding, op)
+    pool = max_pool if op == "max" else avg_pool
+    impls = ("reduce_window", "reshape", "auto") if applies else ("reduce_window", "auto")
+    for impl in impls:
+        got = pool(jnp.asarray(x), window, strides, padding, impl=impl)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
+    if not applies:
+        with pytest.raises(ValueError, match=r"^impl: got 'reshape'"):
+            pool(jnp.asarray(x), window, strides, padding, impl="reshape")
+    jaxpr = str(jax.make_jaxpr(lambda a: pool(a, window, strides, padding))(x))
+    assert ("reduce_window" in jaxpr) == (not applies)  # "auto" takes the reshape when it can
+
+
+def test_global_avg_pool_matches_numpy():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(global_avg_pool(jnp.asarray(x)), x.mean(axis=(1, 2)), rtol=1e-6)
+    assert global_avg_pool(jnp.ones((2, 7, 3))).shape == (2, 3)
+
+
+@pytest.mark.parametrize("impl", ["reduce_window", "reshape"])
+def test_pooling_check_grads_float64(impl):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(2, 4, 6, 2)))
+        check_grads(jax.jit(lambda a: jnp.sum(jnp.sin(avg_pool(a, 2, impl=impl)))), (x,),
+                    order=1, modes=("rev",))
+        # Distinct values 0.1 apart: no ties, so finite differences never flip a maximum.
+        distinct = jnp.asarray(0.1 * rng.permutation(2 * 4 * 6 * 2).reshape(2, 4, 6, 2))
+        check_grads(jax.jit(lambda a: jnp.sum(jnp.sin(max_pool(a, 2, impl=impl)))),
+                    (distinct,), order=1, modes=("rev",))
+
+
+@pytest.mark.parametrize("shape, window", [((2, 4, 6, 3), (2, 2)), ((2, 9, 2), (3,))])
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(shape, window):
+    # Few distinct values: ties are everywhere (as after a ReLU, where many are 0).
+    x = np.random.default_rng(5).integers(0, 2, size=shape).astype(np.float32)
+    expected = np_first_max_grad(x, window)
+    for impl in ("reduce_window", "reshape"):
+        grad = jax.jit(jax.grad(lambda a, impl=impl: jnp.sum(max_pool(a, window, impl=impl))))(
+            jnp.asarray(x))
+        np.testing.assert_array_equal(np.asarray(grad), expected)
+    # Forward mode works too (the reshape path's rule is a custom JVP).
+    tangent = jnp.ones(shape)
+    _, out = jax.jit(lambda a, t: jax.jvp(lambda b: max_pool(b, window, impl="reshape"), (a,),
+                                          (t,)))(jnp.asarray(x), tangent)
+    np.testing.assert_array_equal(np.asarray(out), 1.0)
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_is_inverted_and_keeps_the_mean():
+    rate, units, draws = 0.3, 1000, 200
+    layer = make_dropout(rate, train=True)
+    x = jnp.ones((units,))
+    outs = jax.vmap(lambda k: layer.apply({}, x, rngs={"dropout": k}))(
+        jax.random.split(jax.random.key(0), draws))
+    values = np.unique(np.asarray(outs))
+    np.testing.assert_allclose(values, [0.0, 1 / (1 - rate)], rtol=1e-6)
+    assert abs(float(jnp.mean(outs == 0)) - rate) < 0.01
+    assert abs(float(jnp.mean(outs)) - 1.0) < 0.01  # E[x'] = x
+
+
+def test_dropout_evaluation_identity_and_keys():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 50)), jnp.float32)
+    assert np.array_equal(make_dropout(0.5, train=False).apply({}, x), x)
+    train = make_dropout(0.5, train=True)
+    a, b, c = (train.apply({}, x, rngs={"dropout": jax.random.key(k)}) for k in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # Models with dropout: see the fit and train-step tests below (evaluation there
+    # runs with train=False and no key at all).
+
+
+# ---------------------------------------------------------------- batch norm
+
+
+def test_batch_norm_training_statistics_and_running_average_update():
+    rng = np.random.default_rng(0)
+    x = rng.normal(loc=[3.0, -1.0, 0.0], scale=[2.0, 0.5, 5.0], size=(64, 3)).astype(np.float32)
+    momentum, eps = 0.8, 1e-5
+    layer = make_batch_norm(train=True, momentum=momentum, epsilon=eps)
+    variables = layer.init(jax.random.key(0), jnp.asarray(x))
+    old = jax.tree.map(np.asarray, variables["batch_stats"])
+    np.testing.assert_array_equal(old["mean"], 0.0)
+    np.testing.assert_array_equal(old["var"], 1.0)
+    y, updates = layer.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
+    y = np.asarray(y, np.float64)
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=0), 1.0, rtol=1e-3)
+    # Flax uses the BIASED batch variance (1/m)·Σ(x − μ)², for normalizing and for
+    # the running average (PyTorch keeps the unbiased one in its running average).
+    new = updates["batch_stats"]
+    np.testing.assert_allclose(new["mean"], momentum * old["mean"]
+                               + (1 - momentum) * x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(new["var"], momentum * old["var"]
+                               + (1 - momentum) * x.var(axis=0, ddof=0), rtol=1e-5)
+    assert not np.allclose(new["var"], momentum + (1 - momentum) * x.var(axis=0, ddof=1),
+                           rtol=1e-4)
+    # Evaluation normalizes with the running statistics (and γ, β), not the batch's.
+    params = {"scale": jnp.asarray([1.5, 1.0, 0.5]), "bias": jnp.asarray([0.0, 1.0, -2.0])}
+    evaluation = make_batch_norm(train=False, momentum=momentum, epsilon=eps)
+    z = evaluation.apply({"params": params, "batch_stats": new}, jnp.asarray(x[:5]))
+    expected = (np.asarray(params["scale"]) * (x[:5] - np.asarray(new["mean"]))
+                / np.sqrt(np.asarray(new["var"]) + eps) + np.asarray(params["bias"]))
+    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_on_images_normalizes_per_channel():
+    x = np.random.default_rng(1).normal(loc=2.0, size=(4, 3, 3, 2)).astype(np.float32)
+    layer = make_batch_norm(train=True)
+    variables = layer.init(jax.random.key(0), jnp.asarray(x))
+    _, updates = layer.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
+    np.testing.assert_allclose(updates["batch_stats"]["mean"],
+                               (1 - conv.BATCH_NORM_MOMENTUM) * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def _small_digits(n_train=256):
+    data = jn.data.load("digits", image=True)
+    return jn.data.Dataset(x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
+                           x_val=data.x_val, y_val=data.y_val, x_test=data.x_test[:100],
+                           y_test=data.y_test[:100], task="multiclass", num_classes=10,
+                           name="digits_small")
+
+
+def test_fit_trains_a_model_with_batch_norm_and_dropout():
+    data = _small_digits()
+    model = CNN(output_dim=10, channels=(4,), dense=(16,), batch_norm=True, dropout_rate=0.2)
+    tx = jn.optim.create("adam", 1e-2)
+    result = jn.fit(model, data, tx, jn.TrainConfig(epochs=8, batch_size=64, eval_every=8))
+    after = result.state.model_state["batch_stats"]
+    assert sorted(after) == ["conv_bn_0", "dense_bn_0"]
+    for stats in after.values():  # Flax starts every running mean at 0 and variance at 1
+        assert np.all(np.asarray(stats["mean"]) != 0) and np.all(np.asarray(stats["var"]) != 1)
+    # 256 training images, 32 steps: it learns (chance is 0.1; measured 0.945 and 0.77).
+    assert result.final["train_accuracy"] > 0.9 and result.final["test_accuracy"] > 0.6
+
+
+def test_dropout_masks_change_with_the_step_and_repeat_on_rerun():
+    data = _small_digits(32)
+    model = CNN(output_dim=10, channels=(4,), dense=(16,), dropout_rate=0.5, batch_norm=True)
+    state = jn.create_state(model, jn.optim.create("sgd", 0.1), data.x_train)
+    step = jax.jit(jn.make_train_step(jn.objective_for("multiclass")))
+    batch = {"x": jnp.asarray(data.x_train), "y": jnp.asarray(data.y_train),
+             "mask": jnp.ones(32, jnp.float32)}
+    runs = {t: step(state.replace(step=jnp.int32(t)), batch) for t in (0, 1)}
+    loss = {t: float(sums["loss"]) for t, (_, sums) in runs.items()}
+    assert loss[0] != loss[1]  # the key of step t is fold_in(dropout_key, t)
+    # Re-running step 0 from the same state repeats its mask, loss and update exactly.
+    new_state, sums = step(state, batch)
+    assert float(sums["loss"]) == loss[0]
+    assert params_sha256(new_state.params) == params_sha256(runs[0][0].params)
+    assert params_sha256(new_state.model_state) == params_sha256(runs[0][0].model_state)
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+def _count(model, shape):
+    variables = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x),
+                               jnp.ones((1, *shape)))
+    return count_params(variables["params"])
+
+
+PARAM_CASES = [
+    # 6x6x1 -> conv 3x3 1->2, pool 3x3 -> conv (2,1) 2->4, pool 1x1 -> 4 -> dense 5 -> 3
+    (CNN(output_dim=3, channels=(2, 4), kernel_size=(3, (2, 1)), dense=(5,)), (6, 6, 1),
+     (9 * 1 * 2 + 2) + (2 * 1 * 2 * 4 + 4) + (4 * 5 + 5) + (5 * 3 + 3)),
+    # batch norm: no conv/dense bias, γ and β per channel
+    (CNN(output_dim=3, channels=(2, 4), kernel_size=(3, (2, 1)), dense=(5,), batch_norm=True),
+     (6, 6, 1), (9 * 2 + 2 * 2) + (2 * 2 * 4 + 2 * 4) + (4 * 5 + 2 * 5) + (5 * 3 + 3)),
+    # strided VALID conv, no pool, global average pooling: 9x9x2 -> 4x4x3 -> 3
+    (CNN(output_dim=2, channels=(3,), strides=2, padding="VALID", pool=None, global_pool=True,
+         dense=()), (9, 9, 2), (9 * 2 * 3 + 3) + (3 * 2 + 2)),
+    # flat signals get a channel axis: 40 -> conv 32, pool 20 -> conv 64, pool 10 -> 640
+    (CNN(output_dim=10), (40,),
+     (3 * 32 + 32) + (3 * 32 * 64 + 64) + (640 * 256 + 256) + (256 * 10 + 10)),
+    # LeNet on 8x8 digits: SAME convs, 8 -> 4 -> 4 -> 2, 2·2·16 = 64 features
+    (LeNet(output_dim=10), (8, 8, 1),
+     (25 * 6 + 6) + (25 * 6 * 16 + 16) + (64 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)),
+    # the 1998 layout on 28x28: 28 -> 14 -> 10 -> 5, 5·5·16 = 400 features: 61,706
+    (LeNet(output_dim=10, padding=(2, "VALID")), (28, 28, 1), 61_706),
+    # MNIST-1D's CNN: 40 -> 19 -> 10 -> 5 (padding 1, stride 2), 5·25 = 125 features
+    (CNN1D(output_dim=10), (40,), (5 * 25 + 25) + 2 * (3 * 25 * 25 + 25) + (125 * 10 + 10)),
+    # input_shape turns flat 64-vectors into 8x8 images
+    (CNN(output_dim=10, channels=(4,), dense=(), input_shape=(8, 8, 1)), (64,),
+     (9 * 4 + 4) + (4 * 4 * 4 * 10 + 10)),
+]
+
+
+@pytest.mark.parametrize("model, shape, expected", PARAM_CASES,
+                         ids=[f"{type(m).__name__}-{i}" for i, (m, _, _) in enumerate(PARAM_CASES)])
+def test_exact_parameter_counts(model, shape, expected):
+    assert _count(model, shape) == model.param_count(shape) == expected
+
+
+def test_cnn1d_is_the_mnist1d_papers_5210_parameter_model():
+    model = CNN1D(output_dim=10)
+    assert (5 * 1 * 25 + 25) + 2 * (3 * 25 * 25 + 25) + (5 * 25 + 1) * 10 == 5_210
+    assert _count(model, (40,)) == 5_210
+    assert model.block_shapes((40,)) == [(40, 1), (19, 25), (10, 25), (5, 25)]
+    variables = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x),
+                               jnp.ones((1, 40)))
+    shapes = jax.tree.map(jnp.shape, variables["params"])
+    assert shapes["conv_0"]["kernel"] == (5, 1, 25) and shapes["output"]["kernel"] == (125, 10)
+
+
+# ---------------------------------------------------------------- models, registry, errors
+
+
+def test_input_shape_reshapes_flat_examples():
+    x = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
+    flat = get_model("cnn", output_dim=10, channels=(4,), dense=(8,), input_shape=(8, 8, 1))
+    images = CNN(output_dim=10, channels=(4,), dense=(8,))
+
+    @jax.jit
+    def both(a):
+        variables = flat.init({"params": jax.random.key(0)}, a)
+        return flat.apply(variables, a), images.apply(variables, a.reshape(3, 8, 8, 1))
+
+    from_flat, from_images = both(jnp.asarray(x))
+    np.testing.assert_array_equal(from_flat, from_images)
+
+
+def test_registered_models_build_with_defaults():
+    for name, shape in (("cnn", (8, 8, 1)), ("lenet", (8, 8, 1)), ("cnn1d", (40,)),
+                        ("cnn", (40,))):
+        model = get_model(name, output_dim=10)
+        variables = jax.eval_shape(lambda x, m=model: m.init({"params": jax.random.key(0)}, x),
+                                   jnp.ones((2, *shape)))
+        out = jax.eval_shape(lambda v, x, m=model: m.apply(v, x), variables, jnp.ones((2, *shape)))
+        assert out.shape == (2, 10)
+    assert get_model("cnn1d", output_dim=10, channels=8).channels == (8, 8, 8)
+
+
+def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
+    from jaxnets.cli import main
+
+    status = main(["train", "--dataset", "digits", "--model", "cnn", "--model-opt",
+                   "input_shape=8,8,1", "--model-opt", "channels=4", "--model-opt", "dense=16",
+                   "--epochs", "1", "--batch-size", "256", "--no-progress",
+                   "--out", str(tmp_path / "run")])
+    assert status == 0
+    assert "test_accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(channels=(0,)), r"^channels: got \(0,\); allowed"),
+    (dict(kernel_size=(3, 3, 3)), r"^kernel_size: got \(3, 3, 3\); allowed"),
+    (dict(padding="full"), r"^padding: got 'full'; allowed: SAME, VALID"),
+    (dict(pool="min"), r"^pool: got 'min'; allowed: max, avg, None"),
+    (dict(dropout_rate=1.0), r"^dropout_rate: got 1.0; allowed: 0 <= rate < 1"),
+    (dict(conv_impl="cudnn"), r"^conv_impl: got 'cudnn'; allowed: auto, xla, patches"),
+    (dict(activation="swish"), r"^activation: got 'swish'; allowed"),
+    (dict(bn_momentum=1.0), r"^momentum: got 1.0; allowed"),
+])
+def test_bad_fields_raise_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        CNN(output_dim=10, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_too_small_inputs_and_bad_shapes_raise_one_line():
+    model = CNN(output_dim=2, channels=(2, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"^x: got examples of shape \(8, 8, 1\); allowed: a "
+                                         r"size that stays >= 1 through conv_3"):
+        model.init({"params": jax.random.key(0)}, jnp.ones((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match=r"^input_shape: got \(8, 8, 1\)"):
+        CNN(output_dim=2, input_shape=(8, 8, 1)).param_count((40,))
+    with pytest.raises(ValueError, match=r"^x, kernel: got shapes"):
+        convolve(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"^impl: got 'fft'"):
+        Conv(features=2, impl="fft")
+
+
+def test_digits_images_cnn_reaches_97_percent():
+    data = jn.data.load("digits", image=True)
+    model = CNN(output_dim=10, channels=(16, 32), dense=(64,))
+    result = jn.fit(model, data, jn.optim.create("adam", 3e-3),
+                    jn.TrainConfig(epochs=15, batch_size=64, seed=0, eval_train=False,
+                                   eval_every=15))
+    assert result.final["test_accuracy"] >= 0.97
+
+
+# ---------------------------------------------------------------- docs and doctests
+
+
+@pytest.mark.parametrize("module", [conv, cnn], ids=lambda m: m.__name__)
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _documented_output(block: str) -> list[str]:
+    """The "# ..." comment lines that directly follow a print(...) line: what it shows."""
+    expected, after_print = [], False
+    for line in block.splitlines():
+        if line.lstrip().startswith("print("):
+            after_print = True
+        elif after_print and line.startswith("# "):
+            expected.append(line[2:])
+        else:
+            after_print = False
+    return expected
+
+
+@pytest.mark.parametrize("page", ["cnn.md", "regularization.md"])
+def test_docs_page_examples_run_and_print_what_they_say(page, capsys):
+    text = (ROOT / "docs" / "architectures" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    namespace = {}
+    for block in blocks:  # later blocks reuse the names of earlier ones, as a reader would
+        exec(compile(block, f"docs/architectures/{page}", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [line for block in blocks for line in _documented_output(block)]
