@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
 
     sub.add_parser("list", help="list models, datasets, optimizers, activations, losses and schedules")
+    from jaxnets.compare_cli import add_compare_parser
+    add_compare_parser(sub)
     return parser
 
 
@@ -429,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_join_negative_numbers(argv))
         if args.command == "list":
             return run_list()
+        if args.command == "compare":
+            from jaxnets.compare_cli import run_compare
+            return run_compare(args)
         return run_train(args)
     except UsageError as err:
         print(f"jaxnets: error: {err}", file=sys.stderr)

@@ -80,7 +80,7 @@ DEFAULT_LR_CENTRES: dict[str, float] = {
     "rmsprop": 10 ** -3.0,
     "adam": 10 ** -2.5,
     "adamw": 10 ** -2.5,
-    "adagrad": 10 ** -1.5,
+    "adagrad": 10 ** -1.0,
 }
 
 #: Selection seeds are ``SELECTION_SEED_OFFSET + i``: never one of the evaluation seeds ``0 .. S−1``.
@@ -270,8 +270,9 @@ class ComparisonConfig:
 
     def train_config(self) -> TrainConfig:
         """The ``TrainConfig`` every population of the comparison uses."""
+        # A diverging member runs on with NaN metrics (and is flagged); it must never stop the others.
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, loss=self.loss, l2=self.l2,
-                           eval_every=self.eval_every, eval_train=True)
+                           eval_every=self.eval_every, eval_train=True, nonfinite="ignore")
 
 
 # ----------------------------------------------------------------- helpers
@@ -314,7 +315,7 @@ def _curves(result: PopulationResult) -> dict[str, list]:
     return curves
 
 
-def initial_train_loss(model: nn.Module, data: Dataset, seeds: Sequence[int], config: ComparisonConfig) -> list[float]:
+def _initial_train_loss(model: nn.Module, data: Dataset, seeds: Sequence[int], config: ComparisonConfig) -> list[float]:
     """Training loss of each seed's freshly initialized model (eval mode, whole training split).
 
     The initialization depends on the seed only, not on the optimizer, so this is
@@ -373,6 +374,14 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
       (one of :data:`POSITIONS`), ``upper_neighbour_diverged``, ``metric``, ``seeds``,
       ``rounds`` (one record per population trained, with every member's final
       metrics and curves), ``grid`` (every candidate's score, sorted), ``wall_time_s``.
+    
+    >>> import jaxnets as jn
+    >>> data = jn.data.load("iris", validation=0.2)
+    >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
+    >>> config = ComparisonConfig(epochs=2, batch_size=32, max_extensions=0)
+    >>> selection = select_learning_rate(model, data, Arm("sgd", "sgd", lr_grid=(0.01, 0.1, 1.0)), config)
+    >>> [point["learning_rate"] for point in selection["grid"]], selection["position"] in POSITIONS
+    ([0.01, 0.1, 1.0], True)
     """
     if data.num_val == 0:
         raise _fail("data.num_val", 0, "> 0 (carve a validation split with Dataset.with_validation)")
@@ -382,7 +391,7 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
     higher = metric == "val_accuracy"
     seeds = [SELECTION_SEED_OFFSET + i for i in range(config.selection_seeds)]
     if start_losses is None:
-        start_losses = initial_train_loss(model, data, seeds, config)
+        start_losses = _initial_train_loss(model, data, seeds, config)
     # The selection phase never receives the test split: it is replaced by validation.
     blind = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
     names = list(arm.search)
@@ -401,7 +410,7 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         record["round"] = round_index
         rounds.append(record)
         scored.extend(record["candidates"])
-        say(f"{arm.label}: selection round {round_index}: {len(pending)} learning rates x "
+        say(f"{arm.label}: selection round {round_index}: {len(pending)} settings x "
             f"{len(seeds)} seeds ({record['wall_time_s']:.1f} s)")
         valid = [c for c in scored if not c["diverged"]]
         if valid:
@@ -414,9 +423,8 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
             if 0 < index < len(row) - 1:
                 position = "interior"
                 break
+            # A one-point row counts as a high edge: larger rates are tried first (they may diverge).
             position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
-            if len(row) == 1:
-                position = "high_edge"
             edge = best["learning_rate"]
             combo = {n: best[n] for n in names}
             if position == "high_edge":
@@ -515,7 +523,7 @@ def per_seed_metrics(curves: Mapping[str, Any], task: str, target_loss: float | 
     >>> curves = {"epochs": [1, 2], "train_loss": [[0.9, 0.5], [0.4, 0.3]],
     ...           "train_accuracy": [[0.6, 0.7], [0.9, 1.0]], "test_accuracy": [[0.5, 0.6], [0.55, 0.58]],
     ...           "test_loss": [[1.0, 0.9], [0.8, 0.85]], "val_accuracy": [[0.5, 0.5], [0.6, 0.6]]}
-    >>> m = per_seed_metrics(curves, "multiclass", target_loss=0.45)
+    >>> m = per_seed_metrics(curves, "multiclass", target_loss=0.5)
     >>> m["best_test_accuracy"], m["epochs_to_target"], [round(g, 2) for g in m["generalization_gap"]]
     ([0.55, 0.6], [2.0, 1.0], [0.35, 0.42])
     """
@@ -563,6 +571,14 @@ def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, f
       A JSON-ready dict: ``seeds``, ``setting``, ``curves`` (``epochs`` and (E, S)
       columns of every metric), ``per_seed`` (see :func:`per_seed_metrics`),
       ``params_sha256`` (final parameters of each seed), ``traces``, ``wall_time_s``.
+    
+    >>> import jaxnets as jn
+    >>> data = jn.data.load("iris", validation=0.2)
+    >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
+    >>> runs = run_seeds(model, data, Arm("sgd", "sgd"), {"learning_rate": 0.1},
+    ...                  ComparisonConfig(epochs=2, batch_size=32, seeds=3))
+    >>> runs["seeds"], len(runs["per_seed"]["final_test_accuracy"]), runs["curves"]["epochs"]
+    ([0, 1, 2], 3, [1, 2])
     """
     seeds = list(range(config.seeds))
     tx = _make_tx(arm, float(setting["learning_rate"]), config, data.num_train)
@@ -611,6 +627,13 @@ def paired_comparisons(arms: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[
     Returns:
       One dict per (pair, quantity): ``a``, ``b``, ``metric``, ``seeds`` and the
       ``jaxnets.stats.PairedTest`` fields.
+    
+    >>> metrics = PAIRED_METRICS_CLASSIFICATION
+    >>> a = {"label": "a", "runs": {"seeds": [0, 1, 2], "per_seed": {m: [0.7, 0.8, 0.9] for m in metrics}}}
+    >>> b = {"label": "b", "runs": {"seeds": [2, 1, 0], "per_seed": {m: [0.6, 0.7, 0.8] for m in metrics}}}
+    >>> row = paired_comparisons([a, b], [("a", "b")], "multiclass")[0]   # d = 0.7−0.8, 0.8−0.7, 0.9−0.6
+    >>> row["metric"], row["seeds"], round(row["difference"]["mean"], 3)
+    ('final_test_accuracy', [0, 1, 2], 0.1)
     """
     by_label = {arm["label"]: arm for arm in arms if arm.get("runs")}
     metrics = PAIRED_METRICS_CLASSIFICATION if task != "regression" else PAIRED_METRICS_REGRESSION
@@ -709,10 +732,10 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
     >>> import jaxnets as jn
     >>> data = jn.data.load("iris", validation=0.2)
     >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
-    >>> config = ComparisonConfig(epochs=2, batch_size=32, seeds=2, grid_points=3, max_extensions=0)
-    >>> out = run_comparison(model, data, [Arm("sgd", "sgd"), Arm("adam", "adam")], config)
-    >>> [arm["selection"]["chosen"] is not None for arm in out["arms"]], len(out["comparisons"])
-    ([True, True], 5)
+    >>> config = ComparisonConfig(epochs=2, batch_size=32, seeds=2)
+    >>> out = run_comparison(model, data, [Arm("recipe", "sgd", fixed_lr=0.1)], config)
+    >>> out["arms"][0]["runs"]["seeds"], out["arms"][0]["summary"]["final_test_accuracy"]["n"]
+    ([0, 1], 2)
     """
     started = time.perf_counter()
     labels = [arm.label for arm in arms]
@@ -727,7 +750,7 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
                 raise _fail("pairs", label, ", ".join(labels))
     say = on_event or (lambda message: None)
     selection_seeds = [SELECTION_SEED_OFFSET + i for i in range(config.selection_seeds)]
-    start_losses = initial_train_loss(model, data, selection_seeds, config)
+    start_losses = _initial_train_loss(model, data, selection_seeds, config)
 
     records = []
     for arm in arms:
@@ -781,6 +804,11 @@ def save_results(results: Mapping[str, Any], out_dir: str | Path) -> Path:
 
     Returns:
       The file's path.
+    
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     json.loads(save_results({"score": float("nan")}, out).read_text())
+    {'score': None}
     """
     path = Path(out_dir) / "results.json"
     atomic_write_json(path, results)
@@ -805,7 +833,7 @@ def without_timings(results: Any) -> Any:
 
 __all__ = [
     "Arm", "ComparisonConfig", "DEFAULT_LR_CENTRES", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
-    "dataset_record", "default_pairs", "environment", "initial_train_loss", "lr_grid", "paired_comparisons",
+    "dataset_record", "default_pairs", "environment", "lr_grid", "paired_comparisons",
     "per_seed_metrics", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
     "selection_metric", "summarize_seeds", "without_timings",
 ]

@@ -51,3 +51,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically (the whole file is rewritten)."""
     atomic_write_text(path, "".join(json.dumps(to_jsonable(r)) + "\n" for r in records))
+
+
+def replace_marked_block(path: str | os.PathLike, name: str, text: str) -> None:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in a file, atomically.
+
+    This is how generated numbers reach hand-written pages: the page keeps its prose,
+    the script that measured the numbers writes them between the markers.
+    """
+    path = Path(path)
+    content = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise ValueError(f"{path}: got no single '{start}' ... '{end}' pair; allowed: a page with exactly one")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{start}\n{text.strip()}\n{end}{tail}")

@@ -1,0 +1,670 @@
+"""Turn a comparison's ``results.json`` into ``report.md``, ``curves.png`` and ``summary.png``.
+
+Every number in the report is read from the results file written by
+``jaxnets.compare``; nothing is typed in by hand. Literature values may appear,
+but only from the results' ``extra["published"]`` entries, and they are labelled
+as published references beside what was measured here.
+
+``extra`` may hold:
+
+* ``"published"``: a list of references, each either a value
+  (``{"source", "claim", "value", "arm", "metric"}``: the paper's number for what
+  arm ``arm`` measures as ``metric``) or a direction (``{"source", "claim", "pair":
+  [a, b], "metric", "direction": ">" or "<"}``: the paper says a's metric is
+  larger/smaller than b's);
+* ``"notes"``: sentences printed under the tables (how this setup differs from
+  the papers', say);
+* ``"budget_note"``: a sentence on the compute budget.
+
+Files are written atomically (``jaxnets.io``); matplotlib is imported only when
+figures are drawn, with the non-interactive Agg backend.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxnets import stats
+from jaxnets.io import atomic_write_text
+
+#: Quantities reported as percentages.
+PERCENT_METRICS = ("final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "final_val_accuracy",
+                   "generalization_gap")
+
+_LABELS = {
+    "final_test_accuracy": "final test acc. (%)",
+    "best_test_accuracy": "best test acc. (%)",
+    "final_train_accuracy": "final train acc. (%)",
+    "final_val_accuracy": "final val. acc. (%)",
+    "final_train_loss": "final train loss",
+    "final_test_loss": "final test loss",
+    "best_test_loss": "best test loss",
+    "final_val_loss": "final val. loss",
+    "generalization_gap": "gap train−test (pts)",
+    "epochs_to_target": "epochs to target loss",
+}
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``results.json`` (a file, or the directory holding one).
+
+    Raises:
+      FileNotFoundError: one line naming the missing file.
+    
+    >>> import tempfile
+    >>> from jaxnets.io import atomic_write_json
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     atomic_write_json(Path(out) / "results.json", demo_results())
+    ...     load_results(out)["experiment"]
+    'demo'
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"results: got {str(path)!r}; allowed: an existing results.json")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def demo_results() -> dict[str, Any]:
+    """A small, hand-made results dict (two arms, three seeds) for examples and tests.
+
+    The per-seed numbers are typed here; intervals and paired tests are computed by
+    ``jaxnets.compare`` exactly as for a real run.
+
+    >>> sorted(arm["label"] for arm in demo_results()["arms"])
+    ['adam', 'sgd']
+    """
+    from jaxnets import compare
+
+    arms = []
+    curves_by_arm = {"sgd": ([0.9, 0.3, 0.1], [0.60, 0.66, 0.68], [0.62, 0.64, 0.66]),
+                     "adam": ([0.5, 0.1, 0.01], [0.62, 0.63, 0.64], [0.60, 0.62, 0.61])}
+    for label, (loss, test, other) in curves_by_arm.items():
+        curves = {"epochs": [1, 2],
+                  "train_loss": [[2 * v for v in loss], loss],
+                  "train_accuracy": [[0.8, 0.8, 0.9], [1.0, 1.0, 1.0]],
+                  "test_accuracy": [other, test], "test_loss": [[1.0] * 3, [0.9] * 3],
+                  "val_accuracy": [other, test]}
+        per_seed = compare.per_seed_metrics(curves, "multiclass", target_loss=0.2)
+        grid = [{"learning_rate": lr, "score": score, "val_loss": 1.0, "final_train_loss": 0.1, "diverged": False}
+                for lr, score in ((0.01, 0.5), (0.1, 0.66), (1.0, 0.6))]
+        arms.append({"label": label, "optimizer": label, "note": "",
+                     "selection": {"metric": "val_accuracy", "chosen": {"learning_rate": 0.1},
+                                   "position": "interior", "searched": [], "grid": grid, "rounds": [{}]},
+                     "runs": {"seeds": [0, 1, 2], "curves": curves, "per_seed": per_seed},
+                     "summary": compare.summarize_seeds(per_seed)})
+    return {"experiment": "demo", "dataset": {"name": "demo", "task": "multiclass", "num_train": 90, "num_val": 10,
+                                              "num_test": 30},
+            "model": {"name": "mlp", "num_params": 100},
+            "config": {"confidence": 0.95, "target_loss": 0.2, "eval_every": 1, "seeds": 3, "epochs": 2,
+                       "batch_size": 30, "schedule": "constant", "selection_seeds": 1, "grid_points": 3,
+                       "grid_step": 10.0, "extension_factor": 3.0, "max_extensions": 0, "pairs": [["sgd", "adam"]]},
+            "budget": {"steps_per_run": 6, "runs_trained": 12}, "arms": arms,
+            "comparisons": compare.paired_comparisons(arms, [("sgd", "adam")], "multiclass"),
+            "extra": {}, "wall_time_s": 1.0}
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def format_interval(interval: Mapping[str, Any] | None, metric: str, digits: int | None = None) -> str:
+    """``"mean ± half"`` of an interval record, in percent for accuracy-like metrics.
+
+    >>> format_interval({"mean": 0.6512, "half_width": 0.0123, "n": 5, "missing": 0}, "final_test_accuracy")
+    '65.1 ± 1.2'
+    >>> format_interval({"mean": 0.5, "half_width": None, "n": 1, "missing": 0}, "final_train_loss")
+    '0.500'
+    """
+    if not interval or interval.get("mean") is None or not math.isfinite(_num(interval["mean"])):
+        return "n/a"
+    percent = metric in PERCENT_METRICS
+    scale = 100.0 if percent else 1.0
+    places = digits if digits is not None else (1 if percent or metric == "epochs_to_target" else 3)
+    fixed = percent or metric == "epochs_to_target" or digits is not None
+    text = _number(_num(interval["mean"]) * scale, places, fixed)
+    half = _num(interval.get("half_width"))
+    if math.isfinite(half):
+        text += f" ± {_number(half * scale, places, fixed)}"
+    if interval.get("missing"):
+        text += f" ({interval['n']}/{interval['n'] + interval['missing']})"
+    return text
+
+
+def _number(value: float, places: int, fixed: bool) -> str:
+    """Fixed decimals (percentages, epochs), or ``places`` significant digits (losses near 0)."""
+    return f"{value:.{places}f}" if fixed else f"{value:#.{places}g}".rstrip(".")
+
+
+def _arms_with_runs(results: Mapping[str, Any]) -> list[dict]:
+    return [arm for arm in results["arms"] if arm.get("runs")]
+
+
+def _classification(results: Mapping[str, Any]) -> bool:
+    return results["dataset"]["task"] != "regression"
+
+
+def _table_metrics(results: Mapping[str, Any]) -> list[str]:
+    if _classification(results):
+        metrics = ["final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "final_train_loss",
+                   "generalization_gap"]
+    else:
+        metrics = ["final_test_loss", "best_test_loss", "final_train_loss", "generalization_gap"]
+    if results["config"].get("target_loss") is not None:
+        metrics.append("epochs_to_target")
+    return metrics
+
+
+def _position_text(selection: Mapping[str, Any]) -> str:
+    position = selection.get("position", "")
+    text = {"interior": "interior", "low_edge": "LOW EDGE", "high_edge": "HIGH EDGE", "fixed": "fixed",
+            "none": "none"}.get(position, position)
+    if selection.get("upper_neighbour_diverged"):
+        text += ", next diverges"
+    return text
+
+
+def _setting_text(setting: Mapping[str, Any] | None) -> str:
+    if not setting:
+        return "—"
+    parts = [f"{_num(setting['learning_rate']):.3g}"]
+    parts += [f"{name}={_num(value):.3g}" for name, value in setting.items() if name != "learning_rate"]
+    return ", ".join(parts)
+
+
+def summary_table(results: Mapping[str, Any]) -> str:
+    """The main Markdown table: one row per arm, mean ± 95% half-width over seeds.
+
+    Columns: arm, optimizer, chosen learning rate (and where it sits in its grid),
+    seeds, then the task's quantities (see ``jaxnets.compare``). Accuracies and
+    the gap are in percent / percentage points.
+
+    Args:
+      results: a results dict from ``jaxnets.compare.run_comparison`` (or read back from JSON).
+
+    Returns:
+      The table as Markdown text.
+    
+    >>> print(summary_table(demo_results()).splitlines()[2][:60])
+    | `sgd` | sgd | 0.1 (interior) | 3 | 64.7 ± 10.3 | 65.3 ± 7.
+    """
+    metrics = _table_metrics(results)
+    level = int(round(100 * results["config"].get("confidence", 0.95)))
+    header = ["arm", "optimizer", "learning rate (grid position)", "seeds", *(_LABELS[m] for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in results["arms"]:
+        selection = arm["selection"]
+        cells = [f"`{arm['label']}`", arm["optimizer"],
+                 f"{_setting_text(selection.get('chosen'))} ({_position_text(selection)})"]
+        if arm.get("runs"):
+            cells.append(str(len(arm["runs"]["seeds"])))
+            cells += [format_interval(arm["summary"].get(m), m) for m in metrics]
+        else:
+            cells += ["0", *("diverged" for _ in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    target = results["config"].get("target_loss")
+    lines.append("")
+    lines.append(f"Mean ± half-width of the {level}% Student-t interval over seeds."
+                 + (f" Target training loss: {target:g} (evaluated every {results['config']['eval_every']} "
+                    "epochs; (k/S) = reached by k of S seeds)." if target is not None else ""))
+    return "\n".join(lines)
+
+
+def comparison_table(results: Mapping[str, Any]) -> str:
+    """Markdown table of the paired differences a − b (seeds paired by data order and initialization).
+    >>> comparison_table(demo_results()).splitlines()[2]
+    '| `sgd` − `adam` | final test acc. (%) | +1.7 | [-6.3, +9.7] | 0.90 | 0.46 | 3 |'
+    """
+    rows = results.get("comparisons") or []
+    if not rows:
+        return "No paired comparisons were requested."
+    level = int(round(100 * results["config"].get("confidence", 0.95)))
+    lines = [f"| a − b | quantity | mean difference | {level}% CI | t | p (paired t-test) | pairs |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        metric = row["metric"]
+        percent = metric in PERCENT_METRICS
+        scale = 100.0 if percent else 1.0
+        form = "+.1f" if percent else "+.3g"
+        diff = row["difference"]
+        low, high = _num(diff.get("low")), _num(diff.get("high"))
+        ci = f"[{low * scale:{form}}, {high * scale:{form}}]" if math.isfinite(low) else "n/a"
+        t = _num(row.get("t"))
+        p = _num(row.get("p_value"))
+        lines.append(f"| `{row['a']}` − `{row['b']}` | {_LABELS.get(metric, metric)} | "
+                     f"{_num(diff['mean']) * scale:{form}} | {ci} | "
+                     f"{t:.2f} | {_p_text(p)} | {row['n']} |")
+    return "\n".join(lines)
+
+
+def _p_text(p: float) -> str:
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def _find(results: Mapping[str, Any], a: str, b: str, metric: str) -> dict | None:
+    for row in results.get("comparisons") or []:
+        if row["a"] == a and row["b"] == b and row["metric"] == metric:
+            return row
+    return None
+
+
+def verdicts(results: Mapping[str, Any]) -> list[str]:
+    """One sentence per compared pair, on the main test quantity, with training loss as context.
+
+    The sentence says which arm is better only when the interval of the paired
+    difference excludes 0; otherwise it says no difference was detected.
+
+    Returns:
+      The sentences, in the order of ``config["pairs"]``.
+    
+    >>> verdicts(demo_results())[0][:70]
+    '**sgd vs adam**: no difference in final test accuracy is detected (mea'
+    """
+    classification = _classification(results)
+    main = "final_test_accuracy" if classification else "final_test_loss"
+    level = int(round(100 * results["config"].get("confidence", 0.95)))
+    out = []
+    for a, b in results["config"].get("pairs") or []:
+        row = _find(results, a, b, main)
+        if row is None:
+            out.append(f"**{a} vs {b}**: not compared (an arm has no seed runs).")
+            continue
+        diff = row["difference"]
+        mean, low, high = _num(diff["mean"]), _num(diff.get("low")), _num(diff.get("high"))
+        scale, unit = (100.0, " points") if classification else (1.0, "")
+        what = "test accuracy" if classification else "test loss"
+        ci = (f"{level}% CI {low * scale:+.1f} to {high * scale:+.1f}{unit}" if classification
+              else f"{level}% CI {low:+.3g} to {high:+.3g}") if math.isfinite(low) else "no interval"
+        p_value = _p_text(_num(row["p_value"]))
+        tail = f"paired t-test p {p_value if p_value.startswith('<') else '= ' + p_value}, {row['n']} seeds"
+        if math.isfinite(low) and (low > 0 or high < 0):
+            better = a if (mean > 0) == classification else b
+            worse = b if better == a else a
+            size = f"{abs(mean) * scale:.1f}{unit}" if classification else f"{abs(mean):.3g}"
+            sentence = f"**{a} vs {b}**: {better} reaches a better final {what} than {worse} by {size} ({ci}; {tail})"
+        else:
+            sentence = (f"**{a} vs {b}**: no difference in final {what} is detected "
+                        f"(mean {mean * scale:+.1f}{unit}, {ci}; {tail})" if classification else
+                        f"**{a} vs {b}**: no difference in final {what} is detected (mean {mean:+.3g}, {ci}; {tail})")
+        loss_row = _find(results, a, b, "final_train_loss")
+        if loss_row is not None and math.isfinite(_num(loss_row["difference"]["mean"])):
+            loss_diff = loss_row["difference"]
+            l_low, l_high = _num(loss_diff.get("low")), _num(loss_diff.get("high"))
+            if math.isfinite(l_low) and l_low > 0:
+                relation = f"{a} ends at a higher training loss"
+            elif math.isfinite(l_high) and l_high < 0:
+                relation = f"{a} ends at a lower training loss"
+            else:
+                relation = "final training losses do not differ detectably"
+            sentence += f"; {relation} (difference {_num(loss_diff['mean']):+.3g})."
+        else:
+            sentence += "."
+        out.append(sentence)
+    return out
+
+
+def selection_table(results: Mapping[str, Any]) -> str:
+    """Every arm's final learning-rate grid with its validation scores; the chosen point in bold.
+    >>> selection_table(demo_results()).splitlines()[2]
+    '- `sgd` (1 population, position: interior): 0.01: 50.0; **0.1: 66.0**; 1: 60.0'
+    """
+    lines = []
+    metric = None
+    for arm in results["arms"]:
+        selection = arm["selection"]
+        metric = selection.get("metric", metric)
+        grid = selection.get("grid") or []
+        if not grid:
+            lines.append(f"- `{arm['label']}`: learning rate fixed at {_setting_text(selection.get('chosen'))} "
+                         "(not tuned).")
+            continue
+        chosen = selection.get("chosen") or {}
+        names = ["learning_rate", *(selection.get("searched") or [])]
+        cells = []
+        for point in grid:
+            text = _setting_text({k: point[k] for k in names}) + ": "
+            text += "diverged" if point["diverged"] else f"{_format_score(point['score'], metric)}"
+            if chosen and all(math.isclose(_num(point[k]), _num(v)) for k, v in chosen.items()):
+                text = f"**{text}**"
+            cells.append(text)
+        rounds = len(selection.get("rounds") or [])
+        lines.append(f"- `{arm['label']}` ({rounds} population{'s' if rounds != 1 else ''}, position: "
+                     f"{_position_text(selection)}): " + "; ".join(cells))
+    what = "validation accuracy (%)" if metric == "val_accuracy" else "validation loss"
+    return f"Final {what} of every grid point, mean over the selection seeds:\n\n" + "\n".join(lines)
+
+
+def _format_score(score: Any, metric: str | None) -> str:
+    value = _num(score)
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:.1f}" if metric == "val_accuracy" else f"{value:.4g}"
+
+
+def published_table(results: Mapping[str, Any]) -> str:
+    """The "published vs here" table from ``extra["published"]`` (literature) and the measured summaries.
+
+    A value reference is compared with this arm's mean and interval ("inside",
+    "above" or "below" our interval); a direction reference with the sign of the
+    paired difference's interval ("agrees", "opposite", or "inconclusive" when the
+    interval contains 0).
+    
+    >>> results = demo_results()
+    >>> results["extra"]["published"] = [{"source": "a paper", "claim": "sgd wins", "pair": ["sgd", "adam"],
+    ...                                   "metric": "final_test_accuracy", "direction": ">"}]
+    >>> published_table(results).splitlines()[2]
+    '| a paper | sgd wins | sgd > adam | sgd − adam = +1.7 [-6.3, +9.7] | inconclusive (CI contains 0) |'
+    """
+    references = (results.get("extra") or {}).get("published") or []
+    if not references:
+        return ""
+    by_label = {arm["label"]: arm for arm in _arms_with_runs(results)}
+    lines = ["| source (published, at its scale) | claim | published | here (measured) | agreement |",
+             "|---|---|---|---|---|"]
+    for ref in references:
+        metric = ref["metric"]
+        if "pair" in ref:
+            a, b = ref["pair"]
+            row = _find(results, a, b, metric)
+            published = f"{a} {ref['direction']} {b}"
+            if row is None:
+                here, verdict = "not measured", "—"
+            else:
+                diff = row["difference"]
+                scale = 100.0 if metric in PERCENT_METRICS else 1.0
+                form = "+.1f" if metric in PERCENT_METRICS else "+.3g"
+                low, high = _num(diff.get("low")), _num(diff.get("high"))
+                here = (f"{a} − {b} = {_num(diff['mean']) * scale:{form}} "
+                        f"[{low * scale:{form}}, {high * scale:{form}}]" if math.isfinite(low) else "n/a")
+                if not math.isfinite(low) or low <= 0 <= high:
+                    verdict = "inconclusive (CI contains 0)"
+                elif (low > 0) == (ref["direction"] == ">"):
+                    verdict = "agrees"
+                else:
+                    verdict = "opposite"
+        else:
+            arm = by_label.get(ref["arm"])
+            scale = 100.0 if metric in PERCENT_METRICS else 1.0
+            published = f"{_num(ref['value']) * scale:.1f}" if metric in PERCENT_METRICS else f"{ref['value']}"
+            if arm is None:
+                here, verdict = "not measured", "—"
+            else:
+                interval = arm["summary"][metric]
+                here = f"`{ref['arm']}`: {format_interval(interval, metric)}"
+                low, high = _num(interval.get("low")), _num(interval.get("high"))
+                value = _num(ref["value"])
+                if not math.isfinite(low):
+                    verdict = "n/a"
+                elif low <= value <= high:
+                    verdict = "inside our CI"
+                else:
+                    verdict = f"published is {'above' if value > high else 'below'} our CI " \
+                              f"by {abs(value - (high if value > high else low)) * scale:.1f}"
+        lines.append(f"| {ref['source']} | {ref['claim']} | {published} | {here} | {verdict} |")
+    lines.append("")
+    lines.append("Published columns are literature references typed from the papers (their models, data "
+                 "sizes and budgets); every 'here' number is read from results.json.")
+    return "\n".join(lines)
+
+
+def _band(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise mean and t-interval over seeds of an (E, S) array (NaN-aware)."""
+    mean = np.nanmean(values, axis=1)
+    n = np.sum(np.isfinite(values), axis=1)
+    std = np.nanstd(values, axis=1, ddof=1) if values.shape[1] > 1 else np.zeros_like(mean)
+    half = np.zeros_like(mean)
+    for i, count in enumerate(n):
+        if count > 1 and np.isfinite(std[i]):
+            half[i] = stats.t_quantile((1 + confidence) / 2, int(count) - 1) * std[i] / math.sqrt(count)
+    return mean, mean - half, mean + half
+
+
+def _column(curves: Mapping[str, Any], key: str) -> np.ndarray:
+    return np.asarray([[_num(v) for v in row] for row in curves[key]], np.float64)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Render to PNG in memory, then write atomically (binary)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``curves.png``: training loss (log scale) and test accuracy (or loss) against epochs.
+
+    One colour per arm: the mean over seeds and a band of the pointwise 95% t-interval;
+    for the training loss both are taken on log10(loss) (geometric mean, multiplicative band).
+    
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     plot_curves(demo_results(), Path(out) / "curves.png").name
+    'curves.png'
+    """
+    plt = _pyplot()
+    classification = _classification(results)
+    confidence = results["config"].get("confidence", 0.95)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    right_key = "test_accuracy" if classification else "test_loss"
+    for index, arm in enumerate(_arms_with_runs(results)):
+        curves = arm["runs"]["curves"]
+        epochs = np.asarray(curves["epochs"], np.float64)
+        color = f"C{index % 10}"
+        for ax, key in ((axes[0], "train_loss"), (axes[1], right_key)):
+            values = _column(curves, key)
+            if key == "train_loss":
+                # Losses span decades: average log10(loss) (a geometric mean) so the band fits a log axis.
+                values = np.log10(np.maximum(values, np.finfo(np.float64).tiny))
+            mean, low, high = _band(values * (100.0 if key == "test_accuracy" else 1.0), confidence)
+            if key == "train_loss":
+                mean, low, high = 10 ** mean, 10 ** low, 10 ** high
+            ax.plot(epochs, mean, color=color, label=arm["label"], lw=1.5)
+            ax.fill_between(epochs, low, high, color=color, alpha=0.2, lw=0)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("training loss, whole training split (geometric mean)")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("test accuracy (%)" if classification else "test loss")
+    axes[0].legend(fontsize=8)
+    seeds = results["config"]["seeds"]
+    fig.suptitle(f"{results['experiment']}: mean over {seeds} seeds, band = pointwise "
+                 f"{int(round(confidence * 100))}% CI", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``summary.png``: final test accuracy with CIs per arm (train accuracy beside it), and the
+    learning-rate sensitivity curve (validation score against learning rate) of every arm.
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     plot_summary(demo_results(), Path(out) / "summary.png").stat().st_size > 1000
+    True
+    """
+    plt = _pyplot()
+    classification = _classification(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    arms = results["arms"]
+    key_test = "final_test_accuracy" if classification else "final_test_loss"
+    key_train = "final_train_accuracy" if classification else "final_train_loss"
+    scale = 100.0 if classification else 1.0
+    ys = np.arange(len(arms))
+    for y, arm in zip(ys, arms):
+        color = f"C{list(arms).index(arm) % 10}"
+        if not arm.get("runs"):
+            continue
+        test = arm["summary"][key_test]
+        half = _num(test.get("half_width"))
+        axes[0].errorbar(_num(test["mean"]) * scale, y, xerr=half * scale if math.isfinite(half) else None,
+                         fmt="o", color=color, capsize=4)
+        values = np.asarray([_num(v) for v in arm["runs"]["per_seed"][key_test]]) * scale
+        axes[0].plot(values, np.full(values.shape, y + 0.15), ".", color=color, alpha=0.5, ms=4)
+        train = arm["summary"][key_train]
+        axes[0].plot(_num(train["mean"]) * scale, y, marker="s", mfc="none", color=color, ms=7)
+    axes[0].set_yticks(ys, [arm["label"] for arm in arms])
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel(("final accuracy (%)" if classification else "final loss")
+                       + ": test ● mean ± CI, · seeds; train □")
+    metric = None
+    for index, arm in enumerate(arms):
+        selection = arm["selection"]
+        grid = selection.get("grid") or []
+        if not grid:
+            continue
+        metric = selection["metric"]
+        chosen = selection.get("chosen") or {}
+        others = [k for k in grid[0] if k not in ("learning_rate", "score", "val_loss", "final_train_loss",
+                                                   "diverged")]
+        row = [p for p in grid if all(math.isclose(_num(p[k]), _num(chosen.get(k, p[k]))) for k in others)]
+        row.sort(key=lambda p: p["learning_rate"])
+        lrs = np.asarray([p["learning_rate"] for p in row], np.float64)
+        score = np.asarray([_num(p["score"]) for p in row]) * (100.0 if metric == "val_accuracy" else 1.0)
+        color = f"C{index % 10}"
+        axes[1].plot(lrs, score, "-o", color=color, ms=3, label=arm["label"])
+        diverged = np.asarray([p["diverged"] for p in row])
+        if diverged.any():
+            bottom = np.nanmin(score) if np.isfinite(score).any() else 0.0
+            axes[1].plot(lrs[diverged], np.full(diverged.sum(), bottom), "x", color=color)
+        if chosen:
+            at = np.flatnonzero(np.isclose(lrs, chosen["learning_rate"]))
+            if at.size:
+                axes[1].plot(lrs[at], score[at], "*", color=color, ms=12)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("learning rate (★ chosen, × diverged)")
+    axes[1].set_ylabel("validation accuracy (%)" if metric == "val_accuracy" else "validation loss")
+    if metric is not None:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", summary: str = "summary.png") -> str:
+    """The report's Markdown text (figures referenced by relative file names).
+    >>> text = render_markdown(demo_results())
+    >>> text.splitlines()[0], "## Verdicts" in text
+    ('# demo', True)
+    """
+    config = results["config"]
+    data = results["dataset"]
+    model = results["model"]
+    env = results.get("environment", {})
+    extra = results.get("extra") or {}
+    options = model.get("options")
+    model_text = f"`{model.get('name')}`" + (f" {options}" if options else "") + \
+        (f", {model['num_params']:,} parameters" if model.get("num_params") else "")
+    batch = config["batch_size"] if config["batch_size"] is not None else "full"
+    criterion = "validation loss" if data["task"] == "regression" else "validation accuracy"
+    lines = [
+        f"# {results.get('title') or extra.get('title') or results['experiment']}",
+        "",
+        "Generated by `jaxnets.report` from `results.json`; every measured number below comes from that file.",
+        "",
+        "## Setup",
+        "",
+        f"- data: `{data['name']}` ({data['task']}), train {data['num_train']} / validation {data['num_val']} "
+        f"(carved from the training set) / test {data['num_test']}",
+        f"- model: {model_text}",
+        f"- budget per run: {config['epochs']} epochs = {results['budget']['steps_per_run']} steps of batch "
+        f"{batch}, schedule `{config['schedule']}`; evaluated every {config['eval_every']} epoch(s)",
+        f"- learning rate chosen by final {criterion}"
+        f" over {config['selection_seeds']} selection seed(s) on a {config['grid_points']}-point grid "
+        f"(factor {config['grid_step']:.3g}), extended by x{config['extension_factor']:g} steps while the "
+        f"optimum sits on an edge (at most {config['max_extensions']} times); test data never seen during selection",
+        f"- then {config['seeds']} evaluation seeds per arm (seed s: same initialization and data order in every arm)",
+        f"- {results['budget']['runs_trained']} training runs in all; wall time "
+        f"{_num(results.get('wall_time_s')):.0f} s on {env.get('platform', {}).get('backend', '?')} "
+        f"({len(env.get('platform', {}).get('devices', []))} device(s)); versions "
+        + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+    ]
+    if extra.get("budget_note"):
+        lines.append(f"- {extra['budget_note']}")
+    lines += ["", "## Results", "", summary_table(results), "", "## Verdicts", ""]
+    lines += [f"- {sentence}" for sentence in verdicts(results)] or ["- (no pairs compared)"]
+    lines += ["", "## Paired differences", "", comparison_table(results), "",
+              f"![training curves]({curves})", "", f"![summary]({summary})", "",
+              "## Learning-rate selection", "", selection_table(results)]
+    edges = [arm["label"] for arm in results["arms"] if arm["selection"].get("position") in ("low_edge", "high_edge")]
+    if edges:
+        lines += ["", f"**Warning**: the chosen learning rate is still on the edge of its grid for "
+                      f"{', '.join(edges)} after {config['max_extensions']} extensions."]
+    published = published_table(results)
+    if published:
+        lines += ["", "## Published vs here", "", published]
+    notes = extra.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``curves.png`` and ``summary.png`` next to ``results.json``.
+
+    Args:
+      out_dir: the directory holding ``results.json`` (and receiving the report).
+      results: the results dict; None reads ``out_dir/results.json``.
+
+    Returns:
+      ``{"report": ..., "curves": ..., "summary": ...}`` paths.
+    
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     sorted(path.name for path in write_report(out, demo_results()).values())
+    ['curves.png', 'report.md', 'summary.png']
+    """
+    out = Path(out_dir)
+    if results is None:
+        results = load_results(out)
+    else:
+        # Render from the JSON form (NaN -> null), exactly as a later re-render would.
+        from jaxnets.io import to_jsonable
+
+        results = json.loads(json.dumps(to_jsonable(results)))
+    paths = {"curves": plot_curves(results, out / "curves.png"),
+             "summary": plot_summary(results, out / "summary.png"),
+             "report": out / "report.md"}
+    atomic_write_text(paths["report"], render_markdown(results))
+    return paths
+
+
+__all__ = [
+    "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
+    "plot_summary",
+    "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
+]

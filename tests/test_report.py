@@ -1,0 +1,177 @@
+"""The comparison runner end to end through ``jaxnets compare``: results.json, report.md, figures,
+reproducibility, intervals against a hand computation, seed pairing, and one-line CLI errors."""
+import argparse
+import contextlib
+import doctest
+import io
+import json
+import math
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from jaxnets import compare, compare_cli, report
+
+T975_2 = 4.3027  # t_{0.975, 2} from a printed table
+
+
+def parser():
+    main = argparse.ArgumentParser(prog="jaxnets")
+    compare_cli.add_compare_parser(main.add_subparsers(dest="command"))
+    return main
+
+
+COMMON = ["compare", "--dataset", "iris", "--model", "mlp", "--hidden", "8", "--seeds", "3", "--epochs", "4",
+          "--batch-size", "32", "--eval-every", "2", "--max-extensions", "0", "--target-loss", "0.6",
+          "--validation", "0.2", "--lr-grid", "sgd=0.03,0.3,3"]
+FAST = COMMON + ["--optimizers", "sgd,adam", "--lr-grid", "adam=0.001,0.01,0.1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The CLI end to end; then again with the same arguments but only the sgd arm (arms are trained
+    independently, so its records must come out identical)."""
+    outs, printed = [], []
+    for name, args in (("first", FAST), ("second", COMMON + ["--optimizers", "sgd"])):
+        out = tmp_path_factory.mktemp(name) / "cmp"
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(io.StringIO()):
+            status = compare_cli.run_compare(parser().parse_args(args + ["--out", str(out)]))
+        assert status == 0
+        outs.append(out)
+        printed.append(buffer.getvalue())
+    return outs, printed
+
+
+def test_runner_writes_results_report_and_figures(tiny_run):
+    (out, _), (stdout, _) = tiny_run
+    assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "curves.png", "summary.png"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == compare.SCHEMA
+    assert {"versions", "platform"} <= set(results["environment"])
+    assert results["config"]["pairs"] == [["sgd", "adam"]]
+    assert results["model"]["num_params"] == 4 * 8 + 8 + 8 * 3 + 3
+    assert results["extra"]["cli_args"]["optimizers"] == ["sgd", "adam"]
+    assert results["dataset"]["num_val"] == 24 and results["dataset"]["num_test"] == 30
+    for arm in results["arms"]:
+        assert arm["runs"]["seeds"] == [0, 1, 2]
+        assert arm["runs"]["curves"]["epochs"] == [2, 4] and len(arm["runs"]["params_sha256"]) == 3
+        assert arm["selection"]["seeds"] == [compare.SELECTION_SEED_OFFSET]
+        assert len(arm["selection"]["grid"]) == 3
+    for name in ("curves.png", "summary.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 100
+    text = (out / "report.md").read_text()
+    assert "| `sgd` | sgd |" in text and "| `adam` | adam |" in text
+    assert "**sgd vs adam**" in text and "![summary](summary.png)" in text
+    assert "| `sgd` | sgd |" in stdout and "report.md" in stdout
+
+
+def test_same_seeds_give_identical_numbers(tiny_run):
+    first, second = (json.loads((out / "results.json").read_text()) for out in tiny_run[0])
+    strip = compare.without_timings
+    assert strip(first["arms"][0]) == strip(second["arms"][0])      # every number of the sgd arm
+    assert first["dataset"] == second["dataset"] and first["model"] == second["model"]
+    assert {k: v for k, v in first["config"].items() if k != "pairs"} == \
+        {k: v for k, v in second["config"].items() if k != "pairs"}
+    assert first["wall_time_s"] > 0 and second["config"]["pairs"] == []
+
+
+def test_summary_intervals_match_a_hand_computation(tiny_run):
+    results = json.loads((tiny_run[0][0] / "results.json").read_text())
+    for arm in results["arms"]:
+        values = np.asarray(arm["runs"]["per_seed"]["final_test_accuracy"])
+        curves = np.asarray(arm["runs"]["curves"]["test_accuracy"])
+        np.testing.assert_allclose(values, curves[-1])
+        summary = arm["summary"]["final_test_accuracy"]
+        half = T975_2 * values.std(ddof=1) / math.sqrt(3)
+        assert summary["mean"] == pytest.approx(values.mean(), abs=1e-12)
+        assert summary["half_width"] == pytest.approx(half, rel=1e-4, abs=1e-9)
+        gap = np.asarray(arm["runs"]["per_seed"]["generalization_gap"])
+        train = np.asarray(arm["runs"]["curves"]["train_accuracy"])[-1]
+        np.testing.assert_allclose(gap, train - values, atol=1e-12)
+        loss = np.asarray(arm["runs"]["curves"]["train_loss"])
+        reached = [2.0 if loss[0, s] <= 0.6 else 4.0 if loss[1, s] <= 0.6 else None for s in range(3)]
+        assert arm["runs"]["per_seed"]["epochs_to_target"] == reached
+
+
+def test_paired_differences_use_the_same_seed(tiny_run):
+    results = json.loads((tiny_run[0][0] / "results.json").read_text())
+    row = next(r for r in results["comparisons"] if r["metric"] == "final_test_accuracy")
+    sgd, adam = (arm["runs"]["per_seed"]["final_test_accuracy"] for arm in results["arms"])
+    diffs = np.asarray(sgd) - np.asarray(adam)
+    assert row["n"] == 3 and row["seeds"] == [0, 1, 2]
+    assert row["difference"]["mean"] == pytest.approx(diffs.mean(), abs=1e-12)
+    # pairing survives a reordering of one arm's seeds
+    arms = json.loads(json.dumps(results["arms"]))
+    runs = arms[1]["runs"]
+    runs["seeds"] = runs["seeds"][::-1]
+    runs["per_seed"] = {k: v[::-1] for k, v in runs["per_seed"].items()}
+    again = compare.paired_comparisons(arms, [("sgd", "adam")], "multiclass")
+    assert next(r for r in again if r["metric"] == "final_test_accuracy")["difference"]["mean"] == \
+        pytest.approx(diffs.mean(), abs=1e-12)
+
+
+def test_report_renders_again_from_the_file_with_published_references(tiny_run):
+    out = tiny_run[0][0]
+    before = (out / "report.md").read_text()
+    report.write_report(out)
+    assert (out / "report.md").read_text() == before
+    results = report.load_results(out)
+    sgd = results["arms"][0]["summary"]["final_test_accuracy"]
+    results["extra"]["published"] = [
+        {"source": "paper A", "claim": "sgd > adam", "pair": ["sgd", "adam"], "metric": "final_test_accuracy",
+         "direction": ">"},
+        {"source": "paper B", "claim": "sgd value", "value": sgd["mean"], "arm": "sgd",
+         "metric": "final_test_accuracy"},
+        {"source": "paper C", "claim": "far above", "value": 2.0, "arm": "sgd", "metric": "final_test_accuracy"}]
+    table = report.published_table(results)
+    assert "| paper A | sgd > adam | sgd > adam |" in table
+    lines = table.splitlines()
+    assert "inside our CI" in lines[3] or math.isnan(sgd["half_width"] or float("nan"))
+    assert "published is above our CI" in lines[4]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--optimizers", "sgd,lion"], "--optimizers: got 'lion'; allowed: sgd, momentum"),
+    (["--validation", "1.5"], "--validation: got 1.5; allowed: a fraction 0 < v < 1"),
+    (["--pair", "sgd,rmsprop"], "--pair: got 'rmsprop'; allowed: one of --optimizers (sgd, adam)"),
+    (["--model", "resnet"], "--model: got 'resnet'; allowed:"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "never"
+    status = compare_cli.run_compare(parser().parse_args(FAST + extra + ["--out", str(out)]))
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith(f"jaxnets: error: {message}") and "\n" not in err
+    assert not out.exists()
+
+
+def test_cli_refuses_a_non_empty_output_directory(tiny_run, capsys):
+    out = tiny_run[0][0]
+    status = compare_cli.run_compare(parser().parse_args(FAST + ["--out", str(out)]))
+    assert status == 2 and "which is not empty" in capsys.readouterr().err
+
+
+def test_cli_is_wired_into_jaxnets_when_available(tmp_path, capsys):
+    from jaxnets import cli
+
+    try:
+        args = cli.build_parser().parse_args(["compare"])
+    except cli.UsageError:
+        pytest.skip("`jaxnets compare` is not wired into jaxnets.cli yet")
+    assert args.command == "compare"
+    status = cli.main(FAST + ["--optimizers", "sgd,nope", "--out", str(tmp_path / "x")])
+    assert status == 2 and "--optimizers" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ doctests
+
+
+@pytest.mark.parametrize("module", [report, compare_cli])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0
