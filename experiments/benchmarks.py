@@ -59,6 +59,35 @@ def softmax_xent(logits, labels):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
+def torch_in_subprocess(model: str, repeats: int) -> float:
+    """Median seconds per step of the PyTorch version, measured in its own process.
+
+    In the same process as JAX, the two runtimes' CPU thread pools compete for the
+    cores and PyTorch's step slows several-fold; a separate process measures each
+    framework on its own, one after the other on the same machine.
+    """
+    proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks", "--worker-torch", model,
+                           "--repeats", str(repeats)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds_per_step"])
+
+
+def torch_worker(model: str, repeats: int, steps: int = 5) -> dict:
+    rng = np.random.default_rng(0)
+    if model == "mlp":
+        x = rng.normal(size=(512, 784)).astype(np.float32)
+        y = rng.integers(0, 10, size=512).astype(np.int32)
+        run = torch_mlp_runner(x, y, (784, 1024, 1024, 10), 0.01, 0.9, steps)
+    else:
+        x = rng.normal(size=(256, 28, 28, 1)).astype(np.float32)
+        y = rng.integers(0, 10, size=256).astype(np.int32)
+        run = torch_cnn_runner(x, y, steps)
+    import torch
+    seconds = median_time(run, repeats=repeats, warmup=2) / steps
+    return {"seconds_per_step": seconds, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -112,9 +141,9 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
         box["hand"] = block((p, v))
 
     candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand}
-    if torch_available():
-        candidates["torch_eager"] = torch_mlp_runner(x, y, widths, lr, mu, steps)
     times = paired_medians(candidates, repeats=repeats)
+    if torch_available():
+        times["torch_eager"] = torch_in_subprocess("mlp", repeats) * steps
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
     peak = matmul_peak_gflops()
     per_step = {name: t / steps for name, t in times.items()}
@@ -167,7 +196,7 @@ def cnn_step(repeats: int, steps: int = 5) -> dict:
     step = jax.jit(step_fn, donate_argnums=0)
     box = {}
     candidates = {}
-    for impl in ("patches", "xla"):
+    for impl in ("auto", "patches", "xla"):
         model = get_model("cnn", output_dim=10, channels=(32, 64), kernel_size=3, pool="max", dense=(256,),
                           conv_impl=impl)
         box[impl] = jn.create_state(model, jn.optim.create("adam", 1e-3), x)
@@ -182,11 +211,11 @@ def cnn_step(repeats: int, steps: int = 5) -> dict:
 
     hand = hand_cnn_runner(x, y, steps)
     candidates["hand_jax"] = hand
-    if torch_available():
-        candidates["torch_eager"] = torch_cnn_runner(x, y, steps)
     times = paired_medians(candidates, repeats=repeats)
+    if torch_available():
+        times["torch_eager"] = torch_in_subprocess("cnn", repeats) * steps
     per_step = {name: t / steps for name, t in times.items()}
-    default_impl = "patches" if jax.default_backend() == "cpu" else "xla"
+    default_impl = "auto"  # the library default: per-layer choice on CPU, XLA convolutions elsewhere
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
            "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
            "default_conv_impl": default_impl,
@@ -427,10 +456,24 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     def sharded_step(p, v, xb, yb):
         return update(p, v, grads_of(p, xb, yb))
 
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def one_device_step(p, v, xb, yb):
+        return update(p, v, grads_of(p, xb, yb))
+
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     stack = lambda t: jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (devices, *a.shape)), t)  # noqa: E731
     box["hand_pmap"] = (stack(params), stack(zeros))
     box["hand_sharded"] = (jax.device_put(params, repl), jax.device_put(zeros, repl))
+    box["hand_none"] = jax.tree_util.tree_map(jnp.copy, (params, zeros))  # donated: own buffers
+    xb_1 = [jnp.asarray(x[i * batch:(i + 1) * batch]) for i in range(steps)]
+    yb_1 = [jnp.asarray(y[i * batch:(i + 1) * batch]) for i in range(steps)]
+
+    def run_hand_one_device():
+        p, v = box["hand_none"]
+        for i in range(steps):
+            p, v = one_device_step(p, v, xb_1[i], yb_1[i])
+        box["hand_none"] = block((p, v))
+
     xb_p = [jnp.asarray(x[i * batch:(i + 1) * batch]).reshape(devices, batch // devices, 784) for i in range(steps)]
     yb_p = [jnp.asarray(y[i * batch:(i + 1) * batch]).reshape(devices, batch // devices) for i in range(steps)]
     xb_s = [jax.device_put(x[i * batch:(i + 1) * batch], rows_sharding) for i in range(steps)]
@@ -448,11 +491,11 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
             p, v = sharded_step(p, v, xb_s[i], yb_s[i])
         box["hand_sharded"] = block((p, v))
 
+    candidates["hand_none"] = run_hand_one_device
     candidates["hand_pmap"] = run_hand_pmap
     candidates["hand_sharded"] = run_hand_sharded
     times = paired_medians(candidates, repeats=repeats, warmup=1)
     steps_per_s = {name: steps / t for name, t in times.items()}
-    one = steps_per_s["jaxnets_none"]
     # agreement: one fresh epoch per mode from the same initial state
     finals = {}
     for mode, runner in runners.items():
@@ -462,8 +505,19 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     diff = {mode: max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                       for a, b in zip(jax.tree_util.tree_leaves(finals["none"]), jax.tree_util.tree_leaves(p)))
             for mode, p in finals.items() if mode != "none"}
-    return {"devices": devices, "steps_per_s": steps_per_s,
-            "relative_to_one_device": {name: v / one for name, v in steps_per_s.items()},
+    # Why sharded costs more than pmap: count the collectives each compiled step contains.
+    collectives = {}
+    for mode in ("pmap", "sharded"):
+        runner = runners[mode]
+        state = runner.put_state(jn.create_state(model, tx, x))
+        xs, ys = runner.put_data(x), runner.put_data(y)
+        idx, mask = runner._plan(runner.put_data(jax.random.key(0)), runner.put_data(np.int32(0)))
+        text = runner._step.lower(state, xs, ys, idx[0], mask[0]).compile().as_text()
+        collectives[mode] = {op: text.count(f" {op}(") for op in ("all-reduce", "all-gather", "dynamic-slice")}
+    return {"devices": devices, "steps_per_s": steps_per_s, "compiled_ops": collectives,
+            # each family against its own one-device step: the overhead of going parallel
+            "relative_to_one_device": {name: v / steps_per_s[name.split("_")[0] + "_none"]
+                                       for name, v in steps_per_s.items()},
             "max_abs_param_diff_vs_one_device": diff,
             "pmap_equals_sharded_bitwise": jn.tree.params_sha256(finals["pmap"]) == jn.tree.params_sha256(finals["sharded"])}
 
@@ -503,7 +557,7 @@ def table(results: list[dict]) -> str:
             for run in r["runs"]:
                 rel = run["relative_to_one_device"]
                 lines.append(f"| data_parallel, {run['devices']} devices: steps/s relative to one device | "
-                             + ", ".join(f"{k} {v:.2f}" for k, v in rel.items() if k != "jaxnets_none")
+                             + ", ".join(f"{k} {v:.2f}" for k, v in rel.items() if not k.endswith("_none"))
                              + " | no worse than hand-written | "
                              + ("yes" if rel["jaxnets_pmap"] >= 0.95 * rel["hand_pmap"]
                                 and rel["jaxnets_sharded"] >= 0.95 * rel["hand_sharded"] else "no") + " |")
@@ -516,9 +570,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repeats: a smoke run, noisy numbers")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the table into docs/execution.md (between its markers)")
     parser.add_argument("--worker-data-parallel", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-torch", choices=("mlp", "cnn"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
+    if args.worker_torch:
+        print(json.dumps(torch_worker(args.worker_torch, repeats)))
+        return 0
     if args.worker_data_parallel:
         print(json.dumps(data_parallel_worker(repeats)))
         return 0
@@ -537,7 +597,22 @@ def main(argv=None) -> int:
     atomic_write_text(out / "table.md", table(results))
     print(table(results))
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
+    if args.update_docs:
+        update_docs(out)
     return 0
+
+
+def update_docs(out: Path) -> None:
+    """Write a run's table (and its machine) into docs/execution.md between the benchmark markers."""
+    from jaxnets.io import replace_marked_block
+
+    saved = json.loads((out / "results.json").read_text())
+    meta = saved["meta"]
+    head = (f"Generated by `python -m experiments.benchmarks --update-docs` on {meta['date']}: backend "
+            f"{meta['backend']} ({meta['device']}), {meta['cpu_count']} CPU cores, JAX {meta['jax']}, "
+            f"medians of {meta['repeats']} repeats.\n\n")
+    replace_marked_block(ROOT / "docs" / "execution.md", "benchmarks", head + table(saved["results"]))
+    print("updated docs/execution.md")
 
 
 if __name__ == "__main__":

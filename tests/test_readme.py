@@ -31,9 +31,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert 'pip install -e ".[dev]"' in tests and '-e ".[dev]"' in " ".join(ci_lines)
 
 
-def test_main_job_and_cli_examples_parse():
+def test_main_job_is_the_optimizer_comparison_and_runs_its_parser():
+    main_job = code_blocks("bash")[0].strip().split("&&")[-1].strip()
+    assert main_job == "python -m experiments.optimizer_comparison"
+    import experiments.optimizer_comparison as job
+    assert job.main(["--seeds", "1"]) == 2  # its argument checks answer before any work starts
+
+
+def test_cli_examples_parse():
     blocks = code_blocks("bash")
-    commands = [blocks[0].strip().split("&&")[-1].strip()]
+    commands = []
     cli_block = blocks[2].replace("\\\n", " ")
     commands += [line.split("#")[0].strip() for line in cli_block.splitlines() if line.strip()]
     parser = build_parser()

@@ -161,3 +161,66 @@ def test_memory_stays_flat_over_training():
     at_100 = live_after(25)   # 4 steps per epoch
     at_1000 = live_after(250)
     assert at_1000 == at_100
+
+
+def _dataset(**overrides):
+    rng = np.random.default_rng(0)
+    fields = dict(x_train=rng.normal(size=(8, 3)).astype(np.float32), y_train=np.arange(8, dtype=np.int32) % 2,
+                  x_val=np.zeros((0, 3), np.float32), y_val=np.zeros((0,), np.int32),
+                  x_test=rng.normal(size=(4, 3)).astype(np.float32), y_test=np.arange(4, dtype=np.int32) % 2,
+                  task="binary", num_classes=2, name="tiny")
+    fields.update(overrides)
+    return Dataset(**fields)
+
+
+MALFORMED = [  # (what, callable, text the one-line error must contain)
+    ("config epochs", lambda: jn.TrainConfig(epochs=-1), "epochs: got -1"),
+    ("config batch", lambda: jn.TrainConfig(batch_size="64"), "batch_size: got '64'"),
+    ("config loop", lambda: jn.TrainConfig(loop="vmap"), "loop: got 'vmap'"),
+    ("config parallel", lambda: jn.TrainConfig(parallel="tpu"), "parallel: got 'tpu'"),
+    ("config nonfinite", lambda: jn.TrainConfig(nonfinite="retry"), "nonfinite: got 'retry'"),
+    ("config l1", lambda: jn.TrainConfig(l1=float("nan")), "l1: got nan"),
+    ("config seed", lambda: jn.TrainConfig(seed=-3), "seed: got -3"),
+    ("checkpoint keep", lambda: jn.CheckpointConfig("x", keep=0), "keep: got 0"),
+    ("checkpoint every", lambda: jn.CheckpointConfig("x", every_epochs=0), "every_epochs: got 0"),
+    ("checkpoint dir", lambda: jn.CheckpointConfig(""), "directory: got ''"),
+    ("optimizer name", lambda: jn.optim.create("lion", 1e-3), "lion"),
+    ("optimizer lr", lambda: jn.optim.create("adam", 0.0), "learning_rate: got 0.0"),
+    ("optimizer hparam", lambda: jn.optim.create("sgd", 0.1, beta=0.9), "beta"),
+    ("optimizer schedule", lambda: jn.optim.create("sgd", 0.1, schedule="cosine"), "total_steps"),
+    ("model name", lambda: jn.models.get_model("resnet", output_dim=2), "model: got 'resnet'"),
+    ("model option", lambda: jn.models.get_model("mlp", output_dim=2, widths=(3,)), "mlp option: got 'widths'"),
+    ("model activation", lambda: jn.models.MLP(hidden=(3,), output_dim=1, activation="swish2"), "activation: got"),
+    ("dataset name", lambda: jn.data.load("cifar100"), "name: got 'cifar100'"),
+    ("dataset validation", lambda: jn.data.load("iris", validation=1.2), "validation"),
+    ("dataset files", lambda: jn.data.load("mnist", data_dir="/nonexistent"), "mnist"),
+    ("arrays lengths", lambda: _dataset(y_train=np.zeros(7, np.int32)), "y_train"),
+    ("arrays label range", lambda: _dataset(y_train=np.full(8, 5, np.int32)), "y_train"),
+    ("arrays label dtype", lambda: _dataset(y_train=np.zeros(8, np.float32)), "y_train"),
+    ("arrays task", lambda: _dataset(task="ranking"), "task: got 'ranking'"),
+    ("arrays rank", lambda: jn.train.check_arrays(np.zeros(5, np.float32), np.zeros(5), "train"), "x_train: got shape (5,)"),
+    ("arrays dtype", lambda: jn.train.check_arrays(np.zeros((5, 2), np.int32), np.zeros(5), "train"), "x_train: got dtype int32"),
+    ("arrays nan", lambda: jn.train.check_arrays(np.full((5, 2), np.nan, np.float32), np.zeros(5), "train"), "non-finite"),
+    ("population seeds", lambda: __import__("jaxnets.population", fromlist=["x"]).create_population(
+        MLP(hidden=(2,), output_dim=1), jn.optim.create("sgd", 0.1), np.zeros((2, 3), np.float32), []), "seeds: got"),
+    ("parallel batch", lambda: jn.fit(MLP(hidden=(2,), output_dim=1), _dataset(), jn.optim.create("sgd", 0.1),
+                                      jn.TrainConfig(epochs=1, batch_size=6, parallel="pmap")), "batch_size: got 6"),
+    ("early stopping without validation", lambda: jn.fit(
+        MLP(hidden=(2,), output_dim=1), _dataset(), jn.optim.create("sgd", 0.1),
+        jn.TrainConfig(epochs=2, batch_size=4, early_stopping_patience=1)), "monitor: got 'val_loss'"),
+]
+
+
+@pytest.mark.parametrize("what, build, text", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_inputs_give_one_line_errors(what, build, text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        build()
+    message = str(info.value)
+    assert text in message and "\n" not in message, message
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_there_are_at_least_thirty_malformed_cases():
+    from tests.test_cli import BAD_INPUTS
+    assert len(MALFORMED) >= 30 and len(MALFORMED) + len(BAD_INPUTS) >= 50
