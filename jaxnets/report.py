@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxnets import stats
-from jaxnets.io import atomic_write_text
+from jaxnets.io import atomic_write_bytes, atomic_write_text
 
 #: Quantities reported as percentages.
 PERCENT_METRICS = ("final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "final_val_accuracy",
@@ -447,18 +447,7 @@ def _save_figure(fig, path: Path) -> None:
     """Render to PNG in memory, then write atomically (binary)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:

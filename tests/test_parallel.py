@@ -5,21 +5,12 @@ import numpy as np
 import pytest
 
 import jaxnets as jn
-from jaxnets.data import Dataset
 from jaxnets.models import MLP
 from jaxnets.parallel import Geometry, PmapRunner, data_mesh, make_runner
 from jaxnets.train import make_train_step
+from tests.helpers.problems import blobs
 
 assert jax.device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
-
-
-def blobs(n=50, d=4, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=3.0, size=(k, d))
-    y = rng.integers(0, k, size=n + 13).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(n + 13, d))).astype(np.float32)
-    return Dataset(x_train=x[:n], y_train=y[:n], x_val=x[n:n + 6], y_val=y[n:n + 6], x_test=x[n + 6:],
-                   y_test=y[n + 6:], task="multiclass", num_classes=k, name="blobs")
 
 
 def max_diff(a, b):
