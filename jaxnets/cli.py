@@ -176,6 +176,21 @@ def _check_choice(option: str, value: str, allowed: Sequence[str]) -> None:
         raise UsageError(f"{option}: got {value!r}; allowed: {', '.join(allowed)}")
 
 
+def load_dataset(args, *, seed: int):
+    """The dataset named by ``--dataset`` with the shared data options; bad input -> UsageError."""
+    from jaxnets import data as data_lib
+
+    options = {"seed": seed, "validation": args.validation}
+    if args.standardize is not None:
+        options["standardize"] = args.standardize
+    if args.data_dir is not None:
+        options["data_dir"] = args.data_dir
+    try:
+        return data_lib.load(args.dataset, **options)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(f"--dataset {args.dataset}: {err}") from None
+
+
 def _prepare_train(args):
     """Validate every option and build data, model and optimizer before anything is written."""
     from jaxnets import data as data_lib
@@ -218,15 +233,7 @@ def _prepare_train(args):
             raise UsageError(f"--out: got {args.out!r}, which is not empty; allowed: a new or empty "
                              "directory (or pass --overwrite)")
 
-    load_options = {"seed": args.seed, "validation": args.validation}
-    if args.standardize is not None:
-        load_options["standardize"] = args.standardize
-    if args.data_dir is not None:
-        load_options["data_dir"] = args.data_dir
-    try:
-        dataset = data_lib.load(args.dataset, **load_options)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(f"--dataset {args.dataset}: {err}") from None
+    dataset = load_dataset(args, seed=args.seed)
 
     model_options = {name: value for name, value in (
         ("hidden", args.hidden), ("activation", args.activation),

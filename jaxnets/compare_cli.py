@@ -156,15 +156,7 @@ def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
         raise cli.UsageError(f"--out: got {str(out)!r}, which is not empty; allowed: a new or empty "
                              "directory (or pass --overwrite)")
 
-    load_options: dict[str, Any] = {"seed": args.split_seed, "validation": args.validation}
-    if args.standardize is not None:
-        load_options["standardize"] = args.standardize
-    if args.data_dir is not None:
-        load_options["data_dir"] = args.data_dir
-    try:
-        dataset = data_lib.load(args.dataset, **load_options)
-    except (ValueError, FileNotFoundError) as err:
-        raise cli.UsageError(f"--dataset {args.dataset}: {err}") from None
+    dataset = cli.load_dataset(args, seed=args.split_seed)
 
     model_options: dict[str, Any] = {} if args.hidden is None else {"hidden": args.hidden}
     for name, value in args.model_opt:
@@ -187,7 +179,8 @@ def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
         raise cli.UsageError(str(err)) from None
     info = {"name": args.model, "options": {k: list(v) if isinstance(v, tuple) else v
                                             for k, v in model_options.items()},
-            "load_options": {k: v for k, v in load_options.items() if k != "data_dir"}}
+            "load_options": {"seed": args.split_seed, "validation": args.validation,
+                             **({} if args.standardize is None else {"standardize": args.standardize})}}
     return dataset, model, arms, config, out, info
 
 
