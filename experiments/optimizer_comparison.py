@@ -140,10 +140,21 @@ def _say(message: str) -> None:
 
 def run_study(name: str, dataset: str, model_name: str, model_options: dict[str, Any], arms: list[compare.Arm],
               config: compare.ComparisonConfig, out_dir: Path, *, validation: float, load_options: dict | None = None,
-              extra: dict | None = None) -> dict[str, Any]:
-    """Load the data, build the model, run the comparison, write results.json and the report."""
+              extra: dict | None = None, reuse: bool = False) -> dict[str, Any]:
+    """Load the data, build the model, run the comparison, write results.json and the report.
+
+    With ``reuse``, a finished study in ``out_dir`` with the same dataset, model, arms and
+    config is kept instead of retrained (see :func:`finished_study`).
+    """
     import jaxnets as jn
 
+    previous = finished_study(out_dir, dataset, model_name, model_options, arms, config) if reuse else None
+    if previous is not None:
+        # A study is written atomically, so a results.json that exists is complete: a long
+        # protocol interrupted after it resumes here instead of retraining it.
+        report.write_report(out_dir, previous)
+        _say(f"{name}: kept the finished study in {out_dir} (same dataset, model, arms and config)")
+        return previous
     data = jn.data.load(dataset, validation=validation, seed=SPLIT_SEED, **(load_options or {}))
     model = jn.models.get_model(model_name, output_dim=data.output_dim, **model_options)
     _say(f"{name}: {data.summary()}; model {model_name} {model_options}; {len(arms)} arms")
@@ -157,6 +168,29 @@ def run_study(name: str, dataset: str, model_name: str, model_options: dict[str,
     report.write_report(out_dir, results)
     _say(f"{name}: wrote {out_dir / 'report.md'} ({results['wall_time_s']:.0f} s)")
     return results
+
+
+def finished_study(out_dir: Path, dataset: str, model_name: str, model_options: dict[str, Any],
+                   arms: Sequence[compare.Arm], config: compare.ComparisonConfig) -> dict[str, Any] | None:
+    """The results in ``out_dir`` if they were produced by this same study, else None."""
+    import dataclasses
+    import json
+
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        previous = report.load_results(out_dir)
+    except (OSError, ValueError):
+        return None
+    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - tuples become lists, as stored
+    wanted_config = as_json(dataclasses.asdict(config))
+    same = (previous.get("dataset", {}).get("name") == dataset
+            and previous.get("model", {}).get("name") == model_name
+            and previous.get("model", {}).get("options") == as_json(model_options)
+            and [a.get("label") for a in previous.get("arms", [])] == [a.label for a in arms]
+            and all(previous.get("config", {}).get(k) == v for k, v in wanted_config.items()))
+    return previous if same else None
 
 
 def _config(steps: int, seeds: int, selection_seeds: int, schedule: str, labels: Sequence[str],
@@ -190,8 +224,12 @@ FULL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad", 
 
 
 def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence[str] = ("mlp", "cnn1d"),
-         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True) -> Path:
-    """The long protocol; one sub-directory per study and an index.md; returns the index path."""
+         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True, reuse: bool = True) -> Path:
+    """The long protocol; one sub-directory per study and an index.md; returns the index path.
+
+    With ``reuse`` (the default) a study already finished in ``out`` with the same settings is
+    kept, so an interrupted run resumes at the first unfinished study.
+    """
     studies: list[str] = []
     for model in models:
         for schedule in schedules:
@@ -202,7 +240,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
             extra = {"title": f"Optimizer comparison: MNIST-1D, {model}, {schedule} schedule",
                      "published": published_mnist1d(model, labels, schedule), "notes": MNIST1D_NOTES}
             run_study(name, "mnist1d", model, MODELS[model], arms, config, out / name,
-                      validation=MNIST1D_VALIDATION, extra=extra)
+                      validation=MNIST1D_VALIDATION, extra=extra, reuse=reuse)
             studies.append(name)
             write_index(out, studies)
     if digits:
@@ -217,7 +255,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
                      "notes": ["digits is ceiling-limited (every reasonable model reaches 96-99%): this study "
                                "checks the pipeline and is not evidence for or against any optimizer."]}
             run_study(name, "digits", model, options, arms, config, out / name, validation=0.2,
-                      load_options=load, extra=extra)
+                      load_options=load, extra=extra, reuse=reuse)
             studies.append(name)
             write_index(out, studies)
     return out / "index.md"
@@ -400,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds per arm (>= 2)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--model", default="mlp", choices=sorted(MODELS), help="quick default's model")
+    parser.add_argument("--rerun", action="store_true",
+                        help="--full: retrain studies already finished in --out (default: keep them)")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the measured tables into docs/optimizer_comparison.md (between its markers)")
     parser.add_argument("--zhou", action="store_true",
@@ -420,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         path = zhou(args.out or ZHOU_OUT, seeds=args.seeds)
     elif args.full:
-        path = full(args.out or FULL_OUT, seeds=args.seeds, steps=args.steps or FULL_STEPS)
+        path = full(args.out or FULL_OUT, seeds=args.seeds, steps=args.steps or FULL_STEPS, reuse=not args.rerun)
     else:
         path = quick(args.out or QUICK_OUT, seeds=args.seeds, steps=args.steps or QUICK_STEPS, model=args.model)
     print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
