@@ -167,8 +167,14 @@ def torch_mlp_runner(x, y, widths, lr, mu, steps) -> Callable[[], None]:
         if i < len(widths) - 2:
             layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mu)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    return torch_training_loop(net, torch.optim.SGD(net.parameters(), lr=lr, momentum=mu), x, y, steps)
+
+
+def torch_training_loop(net, opt, x, y, steps) -> Callable[[], None]:
+    """``steps`` eager PyTorch training steps of ``net`` on one fixed batch (cross-entropy)."""
+    import torch
+
+    tx, ty = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def run():
@@ -289,18 +295,8 @@ def torch_cnn_runner(x, y, steps) -> Callable[[], None]:
         torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(7 * 7 * 64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    ty = torch.from_numpy(y.astype(np.int64))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def run():
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(tx), ty).backward()
-            opt.step()
-
-    return run
+    # PyTorch convolutions are channels-first: NHWC -> NCHW.
+    return torch_training_loop(net, torch.optim.Adam(net.parameters(), lr=1e-3), x.transpose(0, 3, 1, 2), y, steps)
 
 
 # ----------------------------------------------------------------------------- 4: tiny model
