@@ -37,6 +37,7 @@ EXPECTED = {
     "diabetes": ("regression", (10,), 1, len(skd.load_diabetes().target), None),
     "iris": ("multiclass", (4,), 3, len(skd.load_iris().target), 3),
     "wine": ("multiclass", (13,), 3, len(skd.load_wine().target), 3),
+    "fair": ("binary", (8,), 1, 6366, 2),
     "mnist1d": ("multiclass", (40,), 10, 5000, 10),
     "adding": ("regression", (30, 2), 1, 5000, None),
     "parity": ("binary", (12,), 1, 5000, 2),
@@ -136,7 +137,7 @@ def test_digits_image_option_is_a_reshape_scaled_to_unit_interval():
     assert all(r.tobytes() in rows for r in flat.x_test)
 
 
-@pytest.mark.parametrize("name", ["digits", "breast_cancer", "iris", "wine"])
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "iris", "wine", "fair"])
 def test_sklearn_test_split_is_stratified_and_fixed(name):
     a, b = data.load(name, seed=0, standardize=False), data.load(name, seed=7, standardize=False)
     np.testing.assert_array_equal(a.x_test, b.x_test)
@@ -155,6 +156,20 @@ def test_diabetes_uses_raw_features_and_float_targets():
     order_ours, order_ref = np.lexsort(x.T[::-1]), np.lexsort(raw.data.T[::-1])
     np.testing.assert_allclose(x[order_ours], raw.data[order_ref], rtol=1e-6)
     np.testing.assert_allclose(y[order_ours], raw.target[order_ref])
+
+
+def test_fair_is_the_statsmodels_table_with_a_binary_label():
+    from statsmodels.datasets import fair as fair_table
+
+    table = fair_table.load_pandas().data
+    ds = data.load("fair", standardize=False)
+    x = np.concatenate([ds.x_train, ds.x_test]).astype(np.float64)
+    y = np.concatenate([ds.y_train, ds.y_test])
+    raw = table[list(data.builtin.FAIR_FEATURES)].to_numpy(np.float64)
+    order_ours, order_ref = np.lexsort(np.c_[x, y].T[::-1]), np.lexsort(np.c_[raw, table["affairs"] > 0].T[::-1])
+    np.testing.assert_allclose(x[order_ours], raw[order_ref], rtol=1e-6)
+    np.testing.assert_array_equal(y[order_ours], (table["affairs"].to_numpy() > 0)[order_ref])
+    assert ds.class_names == ("no affair", "affair") and 0.3 < y.mean() < 0.35
 
 
 def test_mnist1d_matches_the_generator_and_leaves_global_rng_alone():
