@@ -90,7 +90,49 @@ def output_layer(features: int, kernel_init: str, init_scale: float | None,
                     param_dtype=param_dtype)
 
 
-class LinearRegression(nn.Module):
+class _LinearModel(nn.Module):
+    """What linear and logistic regression share: ŷ = head(xW + b) on the flattened features.
+
+    Subclasses declare the fields (their order and defaults are public API) and
+    ``output_dim``; one ``output`` layer keeps the parameter tree equal to an
+    ``MLP`` with ``hidden=()``.
+    """
+
+    def __post_init__(self) -> None:
+        check_dense_fields(output_dim=self.output_dim, head=self.head,
+                           kernel_init=self.kernel_init, init_scale=self.init_scale,
+                           bias_init=self.bias_init)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Map (batch, *feature_shape) to (batch, output_dim): head(xW + b).
+
+        For logistic regression these are logits or, with a "sigmoid"/"softmax"
+        head, probabilities.
+        """
+        z = output_layer(self.output_dim, self.kernel_init, self.init_scale, self.bias_init,
+                         dtype=self.dtype, param_dtype=self.param_dtype)(flatten_features(x))
+        return get_head(self.head)(z)
+
+    def param_count(self, input_dim: int) -> int:
+        """(input_dim + 1)·output_dim.
+
+        Args:
+          input_dim: number of (flattened) input features.
+
+        Returns:
+          The number of scalars in the parameter tree.
+
+        >>> LinearRegression(output_dim=2).param_count(3)
+        8
+        >>> LogisticRegression(num_classes=10).param_count(784)
+        7850
+        """
+        return (input_dim + 1) * self.output_dim
+
+
+class LinearRegression(_LinearModel):
     """Linear regression: ŷ = head(xW + b), with x the flattened features.
 
     Parameters: a kernel W of shape (d, output_dim) and a bias b of shape
@@ -120,35 +162,8 @@ class LinearRegression(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    def __post_init__(self) -> None:
-        check_dense_fields(output_dim=self.output_dim, head=self.head,
-                           kernel_init=self.kernel_init, init_scale=self.init_scale,
-                           bias_init=self.bias_init)
-        super().__post_init__()
 
-    def param_count(self, input_dim: int) -> int:
-        """(input_dim + 1)·output_dim.
-
-        Args:
-          input_dim: number of (flattened) input features.
-
-        Returns:
-          The number of scalars in the parameter tree.
-
-        >>> LinearRegression(output_dim=2).param_count(3)
-        8
-        """
-        return (input_dim + 1) * self.output_dim
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Map (batch, *feature_shape) to (batch, output_dim)."""
-        z = output_layer(self.output_dim, self.kernel_init, self.init_scale,
-                         self.bias_init, dtype=self.dtype, param_dtype=self.param_dtype)(flatten_features(x))
-        return get_head(self.head)(z)
-
-
-class LogisticRegression(nn.Module):
+class LogisticRegression(_LinearModel):
     """Logistic regression, binary or multinomial, returning logits by default.
 
     Binary (``num_classes == 2``): ONE logit z = xw + b per example, and
@@ -187,33 +202,9 @@ class LogisticRegression(nn.Module):
         if self.head not in allowed:
             raise ValueError(f"head: got {self.head!r}; allowed for num_classes={k}: "
                              f"{', '.join(allowed)}")
-        check_dense_fields(output_dim=self.output_dim, head=self.head,
-                           kernel_init=self.kernel_init, init_scale=self.init_scale,
-                           bias_init=self.bias_init)
-        super().__post_init__()
+        super().__post_init__()  # then the checks every dense model shares
 
     @property
     def output_dim(self) -> int:
         """1 for binary (one logit), K for multinomial."""
         return 1 if self.num_classes == 2 else self.num_classes
-
-    def param_count(self, input_dim: int) -> int:
-        """(input_dim + 1)·output_dim.
-
-        Args:
-          input_dim: number of (flattened) input features.
-
-        Returns:
-          The number of scalars in the parameter tree.
-
-        >>> LogisticRegression(num_classes=10).param_count(784)
-        7850
-        """
-        return (input_dim + 1) * self.output_dim
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Map (batch, *feature_shape) to (batch, output_dim) logits or probabilities."""
-        z = output_layer(self.output_dim, self.kernel_init, self.init_scale,
-                         self.bias_init, dtype=self.dtype, param_dtype=self.param_dtype)(flatten_features(x))
-        return get_head(self.head)(z)

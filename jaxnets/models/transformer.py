@@ -281,7 +281,48 @@ class FeedForward(nn.Module):
         return nn.Dense(x.shape[-1], name="output", **dense)(h)
 
 
-class EncoderBlock(nn.Module):
+class _PreLNBlock(nn.Module):
+    """Fields, checks and pre-LN sublayers shared by ``EncoderBlock`` and ``DecoderBlock``.
+
+    Each sublayer is X ← X + Dropout(Sublayer(LN(X))); the submodule names
+    (``norm_<name>``, ``<name>``, ``norm_mlp``, ``mlp``) are the parameter tree's keys.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    activation: str = "gelu"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        _check_int("num_heads", self.num_heads, 1)
+        _check_int("mlp_dim", self.mlp_dim, 1)
+        _check_rate(self.dropout_rate)
+        _check_activation(self.activation)
+        super().__post_init__()
+
+    # The helpers below are called from the subclasses' @nn.compact __call__, so the
+    # submodules they create belong to the block.
+
+    def _dropout(self, train: bool) -> nn.Dropout:
+        return nn.Dropout(self.dropout_rate, deterministic=not train)
+
+    def _attention_sublayer(self, x: jax.Array, name: str, drop: nn.Dropout, *,
+                            memory: jax.Array | None = None, mask: jax.Array | None = None,
+                            train: bool = False) -> jax.Array:
+        """X + Dropout(MHA(LN(X), memory; mask)); memory=None: self-attention."""
+        h = _layer_norm(self, f"norm_{name}")(x)
+        return x + drop(_attention(self, name)(h, memory, mask=mask, deterministic=not train))
+
+    def _mlp_sublayer(self, x: jax.Array, drop: nn.Dropout, train: bool) -> jax.Array:
+        """X + Dropout(FFN(LN(X)))."""
+        h = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
+                        self.param_dtype, name="mlp")(_layer_norm(self, "norm_mlp")(x), train)
+        return x + drop(h)
+
+
+class EncoderBlock(_PreLNBlock):
     """Pre-LN Transformer encoder block: self-attention and an FFN, each with a residual.
 
         X ← X + Dropout(MHA(LN_1(X), LN_1(X); mask))
@@ -306,20 +347,6 @@ class EncoderBlock(nn.Module):
     ((2, 4, 8), 600)
     """
 
-    num_heads: int
-    mlp_dim: int
-    dropout_rate: float = 0.0
-    activation: str = "gelu"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __post_init__(self) -> None:
-        _check_int("num_heads", self.num_heads, 1)
-        _check_int("mlp_dim", self.mlp_dim, 1)
-        _check_rate(self.dropout_rate)
-        _check_activation(self.activation)
-        super().__post_init__()
-
     def param_count(self, d_model: int) -> int:
         """4d² + 2d·f + 9d + f: attention 4d² + 4d, FFN 2df + f + d, two layer norms 4d.
 
@@ -339,15 +366,14 @@ class EncoderBlock(nn.Module):
                  train: bool = False) -> jax.Array:
         """Map (batch, T, d) to (batch, T, d); ``mask`` broadcastable to (batch, h, T, T)."""
         _check_heads(x.shape[-1], self.num_heads)
-        h = _layer_norm(self, "norm_attention")(x)
-        h = _attention(self, "attention")(h, mask=mask, deterministic=not train)
-        x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-        h = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
-                        self.param_dtype, name="mlp")(_layer_norm(self, "norm_mlp")(x), train)
-        return x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        # One Dropout module per sublayer (Dropout_0, Dropout_1): their names fix the
+        # dropout masks for a given rng, so keep them for reproducible training.
+        x = self._attention_sublayer(x, "attention", self._dropout(train), mask=mask,
+                                     train=train)
+        return self._mlp_sublayer(x, self._dropout(train), train)
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(_PreLNBlock):
     """Pre-LN Transformer decoder block: causal self-attention, cross-attention, FFN.
 
         X ← X + Dropout(MHA(LN_1(X), LN_1(X); causal ∧ mask))
@@ -363,11 +389,7 @@ class DecoderBlock(nn.Module):
     4d² + 2d·f + 9d + f (``param_count``).
 
     Attributes:
-      num_heads: h (>= 1, must divide d).
-      mlp_dim: FFN hidden width f (>= 1).
-      dropout_rate: dropout on attention weights and on each sublayer's output.
-      activation: FFN activation, a key of ``ACTIVATIONS``.
-      dtype, param_dtype: computation and parameter dtypes.
+      num_heads, mlp_dim, dropout_rate, activation, dtype, param_dtype: as in ``EncoderBlock``.
 
     >>> block = DecoderBlock(num_heads=2, mlp_dim=16)
     >>> x, memory = jnp.ones((2, 4, 8)), jnp.ones((2, 6, 8))
@@ -375,20 +397,6 @@ class DecoderBlock(nn.Module):
     >>> block.apply(variables, x, memory).shape, block.param_count(8, memory_dim=8)
     ((2, 4, 8), 904)
     """
-
-    num_heads: int
-    mlp_dim: int
-    dropout_rate: float = 0.0
-    activation: str = "gelu"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __post_init__(self) -> None:
-        _check_int("num_heads", self.num_heads, 1)
-        _check_int("mlp_dim", self.mlp_dim, 1)
-        _check_rate(self.dropout_rate)
-        _check_activation(self.activation)
-        super().__post_init__()
 
     def param_count(self, d_model: int, memory_dim: int | None = None) -> int:
         """6d² + 2md + 2d·f + 15d + f with a memory of width m, else 4d² + 2d·f + 9d + f.
@@ -426,18 +434,15 @@ class DecoderBlock(nn.Module):
           (batch, T, d).
         """
         _check_heads(x.shape[-1], self.num_heads)
-        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        h = _layer_norm(self, "norm_self_attention")(x)
+        # One Dropout module (Dropout_0) shared by all sublayers: unlike the encoder
+        # block's, and kept so that the dropout masks for a given rng do not change.
+        drop = self._dropout(train)
         self_mask = nn.combine_masks(causal_mask(x.shape[-2]), mask)
-        x = x + drop(_attention(self, "self_attention")(h, mask=self_mask,
-                                                        deterministic=not train))
+        x = self._attention_sublayer(x, "self_attention", drop, mask=self_mask, train=train)
         if memory is not None:
-            h = _layer_norm(self, "norm_cross_attention")(x)
-            x = x + drop(_attention(self, "cross_attention")(h, memory, mask=memory_mask,
-                                                             deterministic=not train))
-        h = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
-                        self.param_dtype, name="mlp")(_layer_norm(self, "norm_mlp")(x), train)
-        return x + drop(h)
+            x = self._attention_sublayer(x, "cross_attention", drop, memory=memory,
+                                         mask=memory_mask, train=train)
+        return self._mlp_sublayer(x, drop, train)
 
 
 class Embedding(nn.Module):
