@@ -452,6 +452,13 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     def sharded_step(p, v, xb, yb):
         return update(p, v, grads_of(p, xb, yb))
 
+    @partial(jax.jit, donate_argnums=(0, 1), out_shardings=repl)
+    def sharded_gather_step(p, v, xs, ys, idx):
+        # As jaxnets does it: the data sit on every device and the step gathers its rows.
+        xb = jax.lax.with_sharding_constraint(xs[idx], rows_sharding)
+        yb = jax.lax.with_sharding_constraint(ys[idx], rows_sharding)
+        return update(p, v, grads_of(p, xb, yb))
+
     @partial(jax.jit, donate_argnums=(0, 1))
     def one_device_step(p, v, xb, yb):
         return update(p, v, grads_of(p, xb, yb))
@@ -460,6 +467,9 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     stack = lambda t: jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (devices, *a.shape)), t)  # noqa: E731
     box["hand_pmap"] = (stack(params), stack(zeros))
     box["hand_sharded"] = (jax.device_put(params, repl), jax.device_put(zeros, repl))
+    box["hand_sharded_gather"] = (jax.device_put(params, repl), jax.device_put(zeros, repl))
+    xs_rep, ys_rep = jax.device_put(x, repl), jax.device_put(y, repl)
+    idx_rep = [jax.device_put(np.arange(i * batch, (i + 1) * batch, dtype=np.int32), repl) for i in range(steps)]
     box["hand_none"] = jax.tree_util.tree_map(jnp.copy, (params, zeros))  # donated: own buffers
     xb_1 = [jnp.asarray(x[i * batch:(i + 1) * batch]) for i in range(steps)]
     yb_1 = [jnp.asarray(y[i * batch:(i + 1) * batch]) for i in range(steps)]
@@ -487,7 +497,14 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
             p, v = sharded_step(p, v, xb_s[i], yb_s[i])
         box["hand_sharded"] = block((p, v))
 
+    def run_hand_sharded_gather():
+        p, v = box["hand_sharded_gather"]
+        for i in range(steps):
+            p, v = sharded_gather_step(p, v, xs_rep, ys_rep, idx_rep[i])
+        box["hand_sharded_gather"] = block((p, v))
+
     candidates["hand_none"] = run_hand_one_device
+    candidates["hand_sharded_gather"] = run_hand_sharded_gather
     candidates["hand_pmap"] = run_hand_pmap
     candidates["hand_sharded"] = run_hand_sharded
     times = paired_medians(candidates, repeats=repeats, warmup=1)
@@ -509,13 +526,23 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
         xs, ys = runner.put_data(x), runner.put_data(y)
         idx, mask = runner._plan(runner.put_data(jax.random.key(0)), runner.put_data(np.int32(0)))
         text = runner._step.lower(state, xs, ys, idx[0], mask[0]).compile().as_text()
-        collectives[mode] = {op: text.count(f" {op}(") for op in ("all-reduce", "all-gather", "dynamic-slice")}
+        collectives[f"jaxnets_{mode}"] = count_ops(text)
+    collectives["hand_pmap"] = count_ops(pmap_step.lower(*box["hand_pmap"], xb_p[0], yb_p[0]).compile().as_text())
+    collectives["hand_sharded"] = count_ops(sharded_step.lower(*box["hand_sharded"], xb_s[0], yb_s[0]).compile().as_text())
+    collectives["hand_sharded_gather"] = count_ops(
+        sharded_gather_step.lower(*box["hand_sharded_gather"], xs_rep, ys_rep, idx_rep[0]).compile().as_text())
     return {"devices": devices, "steps_per_s": steps_per_s, "compiled_ops": collectives,
             # each family against its own one-device step: the overhead of going parallel
             "relative_to_one_device": {name: v / steps_per_s[name.split("_")[0] + "_none"]
                                        for name, v in steps_per_s.items()},
             "max_abs_param_diff_vs_one_device": diff,
             "pmap_equals_sharded_bitwise": jn.tree.params_sha256(finals["pmap"]) == jn.tree.params_sha256(finals["sharded"])}
+
+
+def count_ops(hlo_text: str) -> dict[str, int]:
+    """How many collectives and slicing ops a compiled program contains."""
+    return {op: hlo_text.count(f" {op}(") for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute",
+                                                     "dynamic-slice", "gather")}
 
 
 # ----------------------------------------------------------------------------- main

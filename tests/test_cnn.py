@@ -199,17 +199,37 @@ def test_conv_dtypes_and_flax_equivalence():
     assert half_kernel.dtype == jnp.float32 and y_half.dtype == jnp.bfloat16
 
 
-def test_auto_picks_patches_for_narrow_layers_on_cpu_only():
-    assert conv.resolve_conv_impl("auto", "cpu", 9) == "patches"
-    assert conv.resolve_conv_impl("auto", "cpu", conv.AUTO_PATCHES_MAX_WIDTH + 1) == "xla"
-    assert conv.resolve_conv_impl("auto", "gpu", 9) == conv.resolve_conv_impl("auto", "tpu") \
-        == "xla"
-    narrow = jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(
-        jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 2)))
-    wide = jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(
-        jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 2)))
-    assert "conv_general_dilated" not in str(narrow) and "dot_general" in str(narrow)
-    assert "conv_general_dilated" in str(wide)
+def test_auto_picks_patches_on_cpu_and_xla_elsewhere():
+    assert conv.resolve_conv_impl("auto", "cpu") == "patches"
+    assert conv.resolve_conv_impl("auto", "gpu") == conv.resolve_conv_impl("auto", "tpu") == "xla"
+    assert conv.resolve_conv_impl("xla", "cpu") == "xla" and conv.resolve_conv_impl("patches", "gpu") == "patches"
+    jaxpr = str(jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 2))))
+    assert ("conv_general_dilated" in jaxpr) == (jax.default_backend() != "cpu")
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_patches_path_chunks_the_batch_and_keeps_values_and_gradients(monkeypatch, n):
+    """Chunks of a few examples (padded when they cannot tile the batch) give XLA's values and gradients."""
+    # Stride 2 on 6x6: 3x3 positions, patch width 3·3·3 = 27, float64: 1944 bytes per example.
+    monkeypatch.setattr(conv, "PATCH_CHUNK_BYTES", 3 * 9 * 27 * 8)
+    monkeypatch.setattr(conv, "PATCH_WHOLE_BATCH_BYTES", 3 * 9 * 27 * 8)  # more than 3 examples: chunks
+    with jax.enable_x64(True):
+        # 1: the whole batch fits; 7 (prime): chunks of 3, the last padded; 64: chunks of 2 tile it exactly.
+        assert conv._examples_per_chunk(jnp.ones((n, 6, 6, 3)), jnp.ones((3, 3, 3, 4)), (2, 2), "SAME") \
+            == {1: 1, 7: 3, 64: 2}[n]
+        rng = np.random.default_rng(n)
+        x = jnp.asarray(rng.normal(size=(n, 6, 6, 3)))
+        w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
+        probe = jnp.asarray(rng.normal(size=(n, 3, 3, 4)))
+
+        def loss(impl):
+            return lambda a, b: jnp.sum(jnp.tanh(convolve(a, b, 2, "SAME", impl)) * probe)
+
+        values = {impl: jax.jit(jax.value_and_grad(loss(impl), argnums=(0, 1)))(x, w) for impl in ("xla", "patches")}
+        np.testing.assert_allclose(values["patches"][0], values["xla"][0], rtol=1e-12)
+        for got, want in zip(values["patches"][1], values["xla"][1]):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+        check_grads(jax.jit(loss("patches")), (x, w), order=1, modes=("rev",))
 
 
 # ---------------------------------------------------------------- pooling
@@ -233,7 +253,7 @@ def test_pooling_values_match_numpy_for_both_impls(op, shape, window, strides, p
     x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
     expected = np_pool(x, window, strides, padding, op)
     pool = max_pool if op == "max" else avg_pool
-    impls = ("reduce_window", "reshape", "auto") if applies else ("reduce_window", "auto")
+    impls = ("slices", "reduce_window", "reshape", "auto") if applies else ("slices", "reduce_window", "auto")
     for impl in impls:
         got = pool(jnp.asarray(x), window, strides, padding, impl=impl)
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
@@ -241,7 +261,7 @@ def test_pooling_values_match_numpy_for_both_impls(op, shape, window, strides, p
         with pytest.raises(ValueError, match=r"^impl: got 'reshape'"):
             pool(jnp.asarray(x), window, strides, padding, impl="reshape")
     jaxpr = str(jax.make_jaxpr(lambda a: pool(a, window, strides, padding))(x))
-    assert ("reduce_window" in jaxpr) == (not applies)  # "auto" takes the reshape when it can
+    assert "reduce_window" not in jaxpr  # "auto" is the strided views, whatever the window
 
 
 def test_global_avg_pool_matches_numpy():
@@ -250,7 +270,7 @@ def test_global_avg_pool_matches_numpy():
     assert global_avg_pool(jnp.ones((2, 7, 3))).shape == (2, 3)
 
 
-@pytest.mark.parametrize("impl", ["reduce_window", "reshape"])
+@pytest.mark.parametrize("impl", ["slices", "reduce_window", "reshape"])
 def test_pooling_check_grads_float64(impl):
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
@@ -268,15 +288,35 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(shape, window):
     # Few distinct values: ties are everywhere (as after a ReLU, where many are 0).
     x = np.random.default_rng(5).integers(0, 2, size=shape).astype(np.float32)
     expected = np_first_max_grad(x, window)
-    for impl in ("reduce_window", "reshape"):
+    for impl in ("slices", "reduce_window", "reshape"):
         grad = jax.jit(jax.grad(lambda a, impl=impl: jnp.sum(max_pool(a, window, impl=impl))))(
             jnp.asarray(x))
         np.testing.assert_array_equal(np.asarray(grad), expected)
-    # Forward mode works too (the reshape path's rule is a custom JVP).
+    # Forward mode works too (the reshape and slices paths' rules are custom JVPs).
     tangent = jnp.ones(shape)
-    _, out = jax.jit(lambda a, t: jax.jvp(lambda b: max_pool(b, window, impl="reshape"), (a,),
-                                          (t,)))(jnp.asarray(x), tangent)
-    np.testing.assert_array_equal(np.asarray(out), 1.0)
+    for impl in ("slices", "reshape"):
+        _, out = jax.jit(lambda a, t, impl=impl: jax.jvp(lambda b: max_pool(b, window, impl=impl), (a,),
+                                                         (t,)))(jnp.asarray(x), tangent)
+        np.testing.assert_array_equal(np.asarray(out), 1.0)
+
+
+@pytest.mark.parametrize("shape, window, strides, padding, applies", POOL_CASES)
+def test_max_pool_gradients_agree_across_impls_with_ties_and_overlaps(shape, window, strides, padding, applies):
+    """Overlapping and padded windows too: slices and reduce_window route every window's gradient alike."""
+    x = np.random.default_rng(3).integers(0, 3, size=shape).astype(np.float32)
+    probe = np.random.default_rng(4).normal(size=np.shape(np_pool(x, window, strides, padding, "max")))
+
+    def grad(impl):
+        f = lambda a: jnp.sum(max_pool(a, window, strides, padding, impl=impl) * probe)  # noqa: E731
+        return np.asarray(jax.jit(jax.grad(f))(jnp.asarray(x)))
+
+    np.testing.assert_allclose(grad("slices"), grad("reduce_window"), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_propagates_nan():
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(jnp.nan)
+    out = max_pool(x, 2)
+    assert bool(jnp.isnan(out[0, 0, 0, 0])) and not bool(jnp.isnan(out[0, 1, 1, 0]))
 
 
 # ---------------------------------------------------------------- dropout
@@ -546,3 +586,32 @@ def test_docs_page_examples_run_and_print_what_they_say(page, capsys):
         exec(compile(block, f"docs/architectures/{page}", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert printed == [line for block in blocks for line in _documented_output(block)]
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity", "gelu", "tanh"])
+def test_cnn_max_pooling_first_keeps_values_and_gradients(activation):
+    """For relu/leaky_relu/identity the CNN pools before the bias and activation; nothing changes."""
+    from jaxnets.models.activations import get_activation
+
+    assert (activation in cnn.POOL_COMMUTING_ACTIVATIONS) == (activation in ("relu", "leaky_relu", "identity"))
+    with jax.enable_x64(True):
+        model = CNN(output_dim=3, channels=(4, 5), dense=(), activation=activation, dtype=jnp.float64,
+                    param_dtype=jnp.float64)
+        # Integer-valued inputs and kernels: many exact ties inside pooling windows.
+        x = jnp.asarray(np.random.default_rng(0).integers(-1, 2, size=(3, 8, 8, 1)), jnp.float64)
+        params = jax.tree.map(lambda p: jnp.round(4 * p) / 4, model.init(jax.random.key(0), x)["params"])
+        g = get_activation(activation)
+
+        def reference(p):
+            h = x
+            for layer in ("conv_0", "conv_1"):
+                h = convolve(h, p[layer]["kernel"], impl="xla") + p[layer]["bias"]
+                h = max_pool(g(h), 2, impl="reduce_window")
+            return h.reshape(len(h), -1) @ p["output"]["kernel"] + p["output"]["bias"]
+
+        probe = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3)))
+        ours = jax.value_and_grad(lambda p: jnp.sum(model.apply({"params": p}, x) * probe))(params)
+        theirs = jax.value_and_grad(lambda p: jnp.sum(reference(p) * probe))(params)
+        np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+        for got, want in zip(jax.tree.leaves(ours[1]), jax.tree.leaves(theirs[1])):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)

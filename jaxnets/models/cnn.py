@@ -24,6 +24,7 @@ and a shift β per channel instead: + 2·C_l (and + 2·n_j) in place of + C_l (+
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -42,6 +43,9 @@ from jaxnets.models.linear import check_dense_fields
 
 #: Pooling after each convolution block.
 POOLS = ("max", "avg", None)
+#: Activations g with g(max z) = max g(z) exactly in floating point (piecewise linear,
+#: non-decreasing): with these, max pooling runs before the bias and the activation.
+POOL_COMMUTING_ACTIVATIONS = ("identity", "relu", "leaky_relu")
 
 
 def _is_int(value: Any) -> bool:
@@ -283,16 +287,24 @@ class CNN(nn.Module):
         init = get_initializer(self.kernel_init, self.init_scale)
         per_layer = zip(self.channels, self._per_layer("kernel_size"),
                         self._per_layer("strides"), self._per_layer("padding"))
+        # Max pooling commutes with a per-channel bias and with a piecewise-linear,
+        # non-decreasing activation (exactly, in floating point too), so pooling first
+        # gives the same values and gradients while the bias and activation (forward
+        # and backward) touch pool_size² times fewer values.
+        pool_first = (self.pool == "max" and not self.batch_norm
+                      and self.activation in POOL_COMMUTING_ACTIVATIONS)
+        pool = functools.partial(conv_lib.max_pool, window=self.pool_size, impl=self.pool_impl)
         for index, (features, kernel, stride, padding) in enumerate(per_layer):
             x = Conv(features, kernel, stride, padding, use_bias=not self.batch_norm,
                      impl=self.conv_impl, kernel_init=self.kernel_init,
                      init_scale=self.init_scale, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f"conv_{index}")(x)
+                     param_dtype=self.param_dtype, before_bias=pool if pool_first else None,
+                     name=f"conv_{index}")(x)
             if self.batch_norm:
                 x = self._batch_norm(train, f"conv_bn_{index}")(x)
             x = g(x)
-            if self.pool == "max":
-                x = conv_lib.max_pool(x, self.pool_size, impl=self.pool_impl)
+            if self.pool == "max" and not pool_first:
+                x = pool(x)
             elif self.pool == "avg":
                 x = conv_lib.avg_pool(x, self.pool_size, impl=self.pool_impl)
         x = conv_lib.global_avg_pool(x) if self.global_pool else x.reshape(x.shape[0], -1)

@@ -21,15 +21,20 @@ Two implementations give the same values and gradients and share one parameter
   cuDNN on a GPU.
 - ``"patches"`` (im2col): copy the k_h·k_w shifted views of the padded input side by
   side, giving a (N·H_out·W_out, k_h·k_w·C_in) matrix, and multiply it by the kernel
-  reshaped to (k_h·k_w·C_in, C_out): ONE matrix product. Its cost is building that
-  matrix (k_h·k_w copies of the input), so it pays off only for narrow patches.
+  reshaped to (k_h·k_w·C_in, C_out): a matrix product (GEMM). The batch is processed
+  in chunks whose patch matrix is about ``PATCH_CHUNK_BYTES``, so each chunk's matrix
+  is still in cache when the product reads it, and the backward pass is written by
+  hand: per chunk it rebuilds the patch matrix (nothing that large is kept between
+  the passes) and gets the kernel gradient Pᵀ·∂y and the input gradient (∂y·Wᵀ put
+  back on the shifted views) from two more GEMMs.
 
-``"auto"`` picks ``"xla"`` on GPU/TPU; on CPU it picks ``"patches"`` for narrow
-patches (k_h·k_w·C_in <= ``AUTO_PATCHES_MAX_WIDTH``) and ``"xla"`` for wider ones
-(see ``resolve_conv_impl`` and, for the measurements, docs/architectures/cnn.md).
+``"auto"`` picks ``"xla"`` on GPU/TPU and ``"patches"`` on CPU, where XLA's own
+convolution gradients are several times slower than the GEMMs (measurements in
+docs/architectures/cnn.md).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, Sequence
@@ -47,9 +52,10 @@ Padding = str | int
 
 #: Convolution implementations (see the module docstring).
 CONV_IMPLS = ("auto", "xla", "patches")
-#: Pooling implementations: ``lax.reduce_window`` (what flax's pooling runs) or a
-#: reshape of non-overlapping windows; "auto" uses the reshape whenever it applies.
-POOL_IMPLS = ("auto", "reduce_window", "reshape")
+#: Pooling implementations: the k_h·k_w strided views of the input combined
+#: elementwise ("slices", what "auto" runs), ``lax.reduce_window`` (what flax's pooling
+#: runs), or a reshape of non-overlapping windows.
+POOL_IMPLS = ("auto", "slices", "reduce_window", "reshape")
 #: Padding names; an integer p >= 0 (p zeros on both sides) is accepted too.
 PADDINGS = ("SAME", "VALID")
 
@@ -93,42 +99,39 @@ def _tuple_of(value: int | Sequence[int], ndim: int, field: str) -> tuple[int, .
     return values
 
 
-#: On CPU, "auto" uses "patches" for a layer whose patch width k_h·k_w·C_in is at
-#: most this, "xla" above it (see docs/architectures/cnn.md for the measurements).
-AUTO_PATCHES_MAX_WIDTH = 75
+#: The "patches" path builds the patch matrix of the whole batch at once when it is at
+#: most ``PATCH_WHOLE_BATCH_BYTES``, else in chunks of about ``PATCH_CHUNK_BYTES`` (a
+#: loop over the batch). On the development CPU chunks paid off for large patch matrices
+#: (in cache while the products read them) and a loop cost time for small ones
+#: (docs/architectures/cnn.md).
+PATCH_CHUNK_BYTES = 4 * 2**20
+PATCH_WHOLE_BATCH_BYTES = 16 * 2**20
 
 
-def resolve_conv_impl(impl: str, backend: str | None = None,
-                      patch_width: int | None = None) -> str:
-    """The implementation ``impl`` stands for on ``backend`` for one layer.
+def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
+    """The implementation ``impl`` stands for on ``backend``.
 
-    "auto" is "xla" on GPU/TPU (cuDNN and the TPU convolution units are fast) and,
-    on CPU, "patches" for narrow patches (k_h·k_w·C_in <= ``AUTO_PATCHES_MAX_WIDTH``:
-    input layers with few channels, small 1-D layers), where the im2col matrix is
-    cheap to build, and "xla" for wider ones, where building it costs more than
-    XLA's own convolution.
+    "auto" is "xla" on GPU/TPU (cuDNN and the TPU convolution units are fast) and
+    "patches" on CPU, where XLA's convolution gradients run far below its matrix
+    products (docs/architectures/cnn.md has the measurements).
 
     Args:
       impl: one of ``CONV_IMPLS``.
       backend: "cpu", "gpu", "tpu", ...; ``None`` reads ``jax.default_backend()``.
-      patch_width: k_h·k_w·C_in of the layer; ``None`` counts as wide.
 
     Returns:
       "xla" or "patches".
 
-    >>> resolve_conv_impl("auto", "cpu", 9), resolve_conv_impl("auto", "cpu", 288)
+    >>> resolve_conv_impl("auto", "cpu"), resolve_conv_impl("auto", "gpu")
     ('patches', 'xla')
-    >>> resolve_conv_impl("auto", "gpu", 9), resolve_conv_impl("patches", "gpu")
-    ('xla', 'patches')
+    >>> resolve_conv_impl("patches", "gpu")
+    'patches'
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"impl: got {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
     if impl != "auto":
         return impl
-    if (backend or jax.default_backend()) != "cpu":
-        return "xla"
-    narrow = patch_width is not None and patch_width <= AUTO_PATCHES_MAX_WIDTH
-    return "patches" if narrow else "xla"
+    return "patches" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 # ------------------------------------------------------------------ sizes and padding
@@ -224,13 +227,26 @@ def extract_patches(x: Array, kernel_size: Sequence[int], strides: Sequence[int]
     if any(o < 1 for o in out):
         raise ValueError(f"input: got spatial shape {tuple(spatial)} with padding {padding!r}; "
                          f"allowed: at least the kernel size {tuple(kernel_size)}")
-    views = []
-    for offset in itertools.product(*(range(k) for k in kernel_size)):
-        start = (0, *offset, 0)
-        limit = (x.shape[0], *(a + s * (o - 1) + 1 for a, s, o in zip(offset, strides, out)),
-                 x.shape[-1])
-        views.append(lax.slice(x, start, limit, (1, *strides, 1)))
+    views = _shifted_views(x, kernel_size, strides, out)
     return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+
+
+def _shifted_views(padded: Array, window: Sequence[int], strides: Sequence[int],
+                  out: Sequence[int]) -> list[Array]:
+    """The window's k_h·k_w strided views of an (already padded) input, row-major.
+
+    View (a, c) is padded[:, a::s_h, c::s_w, :] cut to ``out`` positions per axis, so
+    element [n, i, j, q] of view (a, c) is padded[n, s_h·i + a, s_w·j + c, q]: what
+    window offset (a, c) sees at output position (i, j). Convolution patches and
+    pooling are both built from these.
+    """
+    views = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = (0, *offset, 0)
+        limit = (padded.shape[0], *(a + s * (o - 1) + 1 for a, s, o in zip(offset, strides, out)),
+                 padded.shape[-1])
+        views.append(lax.slice(padded, start, limit, (1, *strides, 1)))
+    return views
 
 
 def convolve(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
@@ -259,12 +275,92 @@ def convolve(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
     strides = _tuple_of(strides, ndim, "strides")
     padding = normalize_padding(padding)
     kernel_size = kernel.shape[:-2]
-    if resolve_conv_impl(impl, patch_width=math.prod(kernel.shape[:-1])) == "xla":
+    if resolve_conv_impl(impl) == "xla":
         pads = explicit_padding(x.shape[1:-1], kernel_size, strides, padding)
         return lax.conv_general_dilated(x, kernel, strides, pads,
                                         dimension_numbers=_dimension_numbers(x.ndim))
-    patches = extract_patches(x, kernel_size, strides, padding)
-    return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+    if x.shape[0] == 0:
+        return jnp.dot(extract_patches(x, kernel_size, strides, padding), kernel.reshape(-1, kernel.shape[-1]))
+    return _patches_conv(x, kernel, strides, padding, _examples_per_chunk(x, kernel, strides, padding))
+
+
+def _examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], padding: Padding) -> int:
+    """Examples per chunk: all N when the whole patch matrix is small, else ~``PATCH_CHUNK_BYTES``.
+
+    The chunks are evened out (ceil(N / number of chunks)) so that padding the last
+    one wastes less than one chunk's worth of examples.
+    """
+    n = x.shape[0]
+    positions = math.prod(conv_output_size(size, k, s, padding)
+                          for size, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides))
+    per_example = max(1, positions * math.prod(kernel.shape[:-1]) * x.dtype.itemsize)
+    if n * per_example <= PATCH_WHOLE_BATCH_BYTES:
+        return n
+    size = max(1, min(n, PATCH_CHUNK_BYTES // per_example))
+    divisor = max(d for d in range(1, size + 1) if n % d == 0)
+    if 2 * divisor >= size:
+        return divisor  # chunks that tile the batch exactly: no padding
+    chunks = -(-n // size)
+    return -(-n // chunks)
+
+
+def _merge_chunks(chunks: Array, n: int) -> Array:
+    """The inverse of ``_to_chunks``: (G, size, ...) -> (n, ...), padding rows dropped."""
+    return chunks.reshape(-1, *chunks.shape[2:])[:n]
+
+
+def _to_chunks(x: Array, size: int) -> Array:
+    """(N, ...) -> (ceil(N / size), size, ...), zero rows appended to fill the last chunk."""
+    extra = -x.shape[0] % size
+    if extra:
+        x = jnp.pad(x, ((0, extra),) + ((0, 0),) * (x.ndim - 1))
+    return x.reshape(-1, size, *x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _patches_conv(x: Array, kernel: Array, strides: tuple[int, ...], padding: Padding,
+                  chunk: int) -> Array:
+    """im2col convolution, ``chunk`` examples at a time, with the hand-written backward below."""
+    return _patches_conv_forward(x, kernel, strides, padding, chunk)[0]
+
+
+def _patches_conv_forward(x, kernel, strides, padding, chunk):
+    flat = kernel.reshape(-1, kernel.shape[-1])
+
+    def product(xc):
+        return jnp.dot(extract_patches(xc, kernel.shape[:-2], strides, padding), flat)
+
+    y = product(x) if chunk >= x.shape[0] else _merge_chunks(lax.map(product, _to_chunks(x, chunk)), x.shape[0])
+    # Residuals are the inputs only: the backward pass rebuilds each chunk's patches.
+    return y, (x, kernel)
+
+
+def _patches_conv_backward(strides, padding, chunk, residuals, dy):
+    """Per chunk: ∂W += Pᵀ·∂Y, and ∂X = the shifted views' transpose applied to ∂Y·Wᵀ."""
+    x, kernel = residuals
+    window, c_out = kernel.shape[:-2], kernel.shape[-1]
+    flat = kernel.reshape(-1, c_out)
+    # Accumulate the kernel gradient in at least float32 (bfloat16 inputs; float64 kept).
+    accumulate = jnp.promote_types(kernel.dtype, jnp.float32)
+
+    def one_chunk(dw, chunk_pair):
+        xc, dyc = chunk_pair
+        patches, patches_transpose = jax.vjp(lambda a: extract_patches(a, window, strides, padding), xc)
+        rows, grads = patches.reshape(-1, flat.shape[0]), dyc.reshape(-1, c_out)
+        dw = dw + jnp.dot(rows.T, grads, preferred_element_type=accumulate)
+        (dxc,) = patches_transpose(jnp.dot(grads, flat.T).reshape(patches.shape))
+        return dw, dxc  # for a network's first layer nothing reads dxc and XLA drops it
+
+    zero, dy = jnp.zeros(flat.shape, accumulate), dy.astype(x.dtype)
+    if chunk >= x.shape[0]:
+        dw, dx = one_chunk(zero, (x, dy))
+    else:
+        dw, dx = lax.scan(one_chunk, zero, (_to_chunks(x, chunk), _to_chunks(dy, chunk)))
+        dx = _merge_chunks(dx, x.shape[0])
+    return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_patches_conv.defvjp(_patches_conv_forward, _patches_conv_backward)
 
 
 class Conv(nn.Module):
@@ -283,6 +379,9 @@ class Conv(nn.Module):
       impl: "auto", "xla" or "patches" (same values and gradients).
       kernel_init, init_scale: kernel initializer by name (fan-in = k_h·k_w·C_in).
       dtype: computation dtype; param_dtype: parameter dtype.
+      before_bias: a function applied to x ⋆ W before the bias is added (None: none).
+        ``CNN`` passes its max pooling here: max_w(a + b) = max_w(a) + b for a
+        per-channel b, and adding b to the pooled map touches 4x fewer values.
 
     >>> layer = Conv(features=4, kernel_size=3)
     >>> x = jnp.ones((2, 8, 8, 1))
@@ -303,6 +402,7 @@ class Conv(nn.Module):
     init_scale: float | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    before_bias: Any = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.features) or self.features < 1:
@@ -358,6 +458,8 @@ class Conv(nn.Module):
                           self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = convolve(x, kernel, _tuple_of(self.strides, ndim, "strides"), self.padding, self.impl)
+        if self.before_bias is not None:
+            y = self.before_bias(y)
         return y if bias is None else y + bias
 
 
@@ -444,6 +546,33 @@ def _max_blocks_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Arra
             jnp.sum(jnp.where(mask, tangent, jnp.zeros_like(tangent)), axis=axes))
 
 
+def _pool_views(x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Padding,
+                fill: float) -> list[Array]:
+    """``_shifted_views`` of ``x`` padded with ``fill`` (−∞ for max, 0 for a sum)."""
+    pads = explicit_padding(x.shape[1:-1], window, strides, padding)
+    out = [conv_output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], window, strides)]
+    if any(low or high for low, high in pads):
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=np.array(fill, x.dtype))
+    return _shifted_views(x, window, strides, out)
+
+
+@jax.custom_jvp
+def _max_of_views(*views: Array) -> Array:
+    return functools.reduce(jnp.maximum, views)
+
+
+@_max_of_views.defjvp
+def _max_of_views_jvp(primals: tuple[Array, ...], tangents: tuple[Array, ...]) -> tuple[Array, Array]:
+    # The tangent of the FIRST maximum in window order (a strict ">" keeps the
+    # earlier of two equal values): the same first-maximum rule as the other paths.
+    best, tangent = primals[0], tangents[0]
+    for view, view_tangent in zip(primals[1:], tangents[1:]):
+        later_is_larger = view > best
+        best = jnp.where(later_is_larger, view, best)
+        tangent = jnp.where(later_is_larger, view_tangent, tangent)
+    return _max_of_views(*primals), tangent
+
+
 def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None,
              padding: Padding = "VALID", impl: str = "auto") -> Array:
     """Maximum over each window: y[n, i, j, c] = max_{a<k_h, b<k_w} x[n, s·i + a, s·j + b, c].
@@ -457,8 +586,9 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
       window: window size, an int or one per spatial axis.
       strides: step between windows; ``None`` means ``window`` (non-overlapping).
       padding: "VALID" (drop a remainder), "SAME" or an integer p.
-      impl: "auto" (reshape when windows do not overlap and need no padding, else
-        reduce_window), "reduce_window" or "reshape".
+      impl: "auto" (= "slices"), "slices" (elementwise maximum over the window's
+        strided views), "reduce_window" or "reshape" (non-overlapping windows that
+        need no padding only).
 
     Returns:
       (N, H_out, W_out, C) (or (N, L_out, C)).
@@ -469,6 +599,8 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     """
     window, strides, padding = _pool_args(x, window, strides, padding)
     impl = _pool_impl(impl, x, window, strides, padding)
+    if impl == "slices":
+        return _max_of_views(*_pool_views(x, window, strides, padding, -np.inf))
     if impl == "reshape":
         return _max_blocks(_blocks(x, window))
     pads = explicit_padding(x.shape[1:-1], window, strides, padding)
@@ -490,7 +622,7 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
       window: window size, an int or one per spatial axis.
       strides: step between windows; ``None`` means ``window``.
       padding: "VALID", "SAME" or an integer p.
-      impl: "auto", "reduce_window" or "reshape" (see ``max_pool``).
+      impl: "auto", "slices", "reduce_window" or "reshape" (see ``max_pool``).
 
     Returns:
       (N, H_out, W_out, C) (or (N, L_out, C)).
@@ -500,6 +632,12 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     """
     window, strides, padding = _pool_args(x, window, strides, padding)
     impl = _pool_impl(impl, x, window, strides, padding)
+    if impl == "slices":
+        total = functools.reduce(jnp.add, _pool_views(x, window, strides, padding, 0.0))
+        if all(low == high == 0 for low, high in explicit_padding(x.shape[1:-1], window, strides, padding)):
+            return total / math.prod(window)
+        ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+        return total / functools.reduce(jnp.add, _pool_views(ones, window, strides, padding, 0.0))
     if impl == "reshape":
         return jnp.mean(_blocks(x, window), axis=_window_axes(len(window)))
     pads = ((0, 0), *explicit_padding(x.shape[1:-1], window, strides, padding), (0, 0))
@@ -522,7 +660,10 @@ def _pool_impl(impl: str, x: Array, window: tuple[int, ...], strides: tuple[int,
                          f"{padding!r} on {x.shape[1:-1]}; allowed: 'reshape' only when strides "
                          "== window and no padding is needed")
     if impl == "auto":
-        return "reshape" if applies else "reduce_window"
+        # The views are plain strided slices and elementwise ops on every backend, and
+        # their gradient is cheap; reduce_window's max gradient is slow on CPU
+        # (experiments/architectures.py cnn_speed times all three).
+        return "slices"
     return impl
 
 
@@ -628,8 +769,8 @@ def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
 
 
 __all__ = [
-    "AUTO_PATCHES_MAX_WIDTH", "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "CONV_IMPLS",
-    "PADDINGS", "POOL_IMPLS",
+    "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "CONV_IMPLS",
+    "PADDINGS", "PATCH_CHUNK_BYTES", "PATCH_WHOLE_BATCH_BYTES", "POOL_IMPLS",
     "Conv", "avg_pool", "check_rate", "conv_output_size", "convolve", "explicit_padding",
     "extract_patches", "global_avg_pool", "make_batch_norm", "make_dropout", "max_pool",
     "normalize_padding", "resolve_conv_impl",
