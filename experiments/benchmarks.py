@@ -411,8 +411,8 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     geometry = batch_geometry(n, config)
     box, candidates, runners = {}, {}, {}
     for mode in ("none", "pmap", "sharded"):
-        runner = make_runner(mode, lambda axis: jn.make_train_step(objective, axis_name=axis), geometry,
-                             loop="python", traces={})
+        runner = make_runner(mode, lambda axis, mode=mode: jn.make_train_step(
+            objective, axis_name=axis, sharded_batch=mode == "sharded"), geometry, loop="python", traces={})
         runners[mode] = runner
         xs, ys = runner.put_data(x), runner.put_data(y)
         box[mode] = runner.put_state(jn.create_state(model, tx, x))
@@ -466,8 +466,10 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     stack = lambda t: jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (devices, *a.shape)), t)  # noqa: E731
     box["hand_pmap"] = (stack(params), stack(zeros))
-    box["hand_sharded"] = (jax.device_put(params, repl), jax.device_put(zeros, repl))
-    box["hand_sharded_gather"] = (jax.device_put(params, repl), jax.device_put(zeros, repl))
+    # Each box owns its buffers (the steps donate them; device_put may alias its input).
+    own = lambda t: jax.device_put(jax.tree_util.tree_map(jnp.copy, t), repl)  # noqa: E731
+    box["hand_sharded"] = (own(params), own(zeros))
+    box["hand_sharded_gather"] = (own(params), own(zeros))
     xs_rep, ys_rep = jax.device_put(x, repl), jax.device_put(y, repl)
     idx_rep = [jax.device_put(np.arange(i * batch, (i + 1) * batch, dtype=np.int32), repl) for i in range(steps)]
     box["hand_none"] = jax.tree_util.tree_map(jnp.copy, (params, zeros))  # donated: own buffers

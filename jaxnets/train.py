@@ -148,7 +148,8 @@ def _tree_finite(tree) -> jnp.ndarray:
     return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]).all()
 
 
-def make_train_step(objective: Objective, axis_name: str | None = None, nonfinite: str = "ignore") -> Callable:
+def make_train_step(objective: Objective, axis_name: str | None = None, nonfinite: str = "ignore", *,
+                    sharded_batch: bool = False) -> Callable:
     """The pure step ``(state, batch) -> (state, sums)`` for an objective.
 
     ``batch`` is ``{"x": (B, ...), "y": (B, ...), "mask": (B,)}``; the gradient is that of
@@ -156,9 +157,13 @@ def make_train_step(objective: Objective, axis_name: str | None = None, nonfinit
         L(θ) = Σ_i m_i ℓ(f_θ(x_i), y_i) / Σ_i m_i + penalty(θ)
 
     and ``sums`` holds the masked sums of the batch (see ``Objective.sums``), so that
-    epoch means are exact whatever the padding. With ``axis_name`` (data parallel),
-    the sums and the count are summed over that axis before dividing, so every
-    replica computes the gradient of the global-batch loss.
+    epoch means are exact whatever the padding. With ``axis_name`` (data parallel
+    under ``pmap``), each replica differentiates the sum of its examples' losses and
+    ONE all-reduce adds gradients, sums, counts and batch statistics over that axis
+    before the division, so every replica gets the gradient of the global-batch loss.
+    ``sharded_batch=True`` (``jit`` with the batch split over devices) takes the same
+    sum-then-divide order and lets the compiler insert that all-reduce. The single
+    device step divides first: the two orders differ by float32 rounding only.
 
     ``nonfinite`` guards against a loss, gradient or update that is not finite:
     with "halt" or "skip" such a step leaves params, optimizer and model state
@@ -175,23 +180,36 @@ def make_train_step(objective: Objective, axis_name: str | None = None, nonfinit
         if axis_name is not None:
             dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
         count = jnp.sum(batch["mask"].astype(jnp.float32))
-        if axis_name is not None:
-            count = jax.lax.psum(count, axis_name)
-        count = jnp.maximum(count, 1.0)
-        # Replica gradients are summed below, so each adds 1/R of the penalty.
-        replicas = 1 if axis_name is None else jax.lax.psum(1, axis_name)
+        if axis_name is None and not sharded_batch:
+            count = jnp.maximum(count, 1.0)
 
-        def loss_fn(params):
-            outputs, new_model_state = _forward(state, params, batch["x"], train=True, dropout_key=dropout_key)
-            sums = objective.sums(outputs, batch["y"], batch["mask"])
-            return sums["loss"] / count + objective.penalty(params) / replicas, (sums, new_model_state)
+            def loss_fn(params):
+                outputs, new_model_state = _forward(state, params, batch["x"], train=True, dropout_key=dropout_key)
+                sums = objective.sums(outputs, batch["y"], batch["mask"])
+                return sums["loss"] / count + objective.penalty(params), (sums, new_model_state)
 
-        grads, (sums, new_model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
-        if axis_name is not None:
-            # Each replica's gradient is of its share of the global mean: sum them.
-            grads = jax.lax.psum(grads, axis_name)
-            sums = jax.lax.psum(sums, axis_name)
-            new_model_state = jax.lax.pmean(new_model_state, axis_name)
+            grads, (sums, new_model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+        else:
+            # Data parallel: each replica differentiates the SUM of its examples' losses;
+            # one all-reduce then adds the gradients, the metric sums, the example counts
+            # and the batch statistics of every replica together, and the mean is taken
+            # after it. (Dividing by the global count first would need a second
+            # all-reduce before the forward pass: a synchronization point in every step.)
+            def data_loss(params):
+                outputs, new_model_state = _forward(state, params, batch["x"], train=True, dropout_key=dropout_key)
+                sums = objective.sums(outputs, batch["y"], batch["mask"])
+                return sums["loss"], (sums, new_model_state)
+
+            loss_grads, (sums, new_model_state) = jax.grad(data_loss, has_aux=True)(state.params)
+            if axis_name is not None:
+                loss_grads, sums, count, model_state_sum = jax.lax.psum(
+                    (loss_grads, sums, count, new_model_state), axis_name)
+                new_model_state = jax.tree_util.tree_map(lambda v: v / jax.lax.psum(1, axis_name), model_state_sum)
+            # (sharded_batch: the compiler inserts the same all-reduce at this point.)
+            count = jnp.maximum(count, 1.0)
+            # The penalty is a function of the (replicated) parameters: every replica has it whole.
+            grads = jax.tree_util.tree_map(lambda g, p: g / count + p, loss_grads,
+                                           jax.grad(objective.penalty)(state.params))
         if nonfinite == "ignore":
             return state.apply_gradients(grads, new_model_state), sums
 
@@ -590,7 +608,8 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     data_key = run_keys(config.seed).data
     traces: dict[str, int] = {}
     runner = make_runner(config.parallel,
-                         lambda axis: make_train_step(objective, axis_name=axis, nonfinite=config.nonfinite),
+                         lambda axis: make_train_step(objective, axis_name=axis, nonfinite=config.nonfinite,
+                                                      sharded_batch=config.parallel == "sharded"),
                          geometry, loop=config.loop, traces=traces)
     first_epoch = int(state.step) // steps_per_epoch
     xs, ys = runner.put_data(x_train), runner.put_data(y_train)
