@@ -7,9 +7,9 @@
 Each benchmark prints one JSON line and the whole run writes
 ``results/benchmarks/results.json`` and ``results/benchmarks/table.md`` (atomically).
 Times are medians over repeats after warm-up; baselines and candidates are measured
-alternately in the same process so machine noise hits both. PyTorch comparisons
-run only when ``torch`` is installed (``pip install torch==2.13.0``; never a jaxnets
-dependency).
+alternately (round-robin) so machine noise hits both. PyTorch runs in a worker process
+that takes its turn in the same round-robin. PyTorch comparisons run only when
+``torch`` is installed (``pip install torch==2.13.0``; never a jaxnets dependency).
 """
 from __future__ import annotations
 
@@ -59,21 +59,37 @@ def softmax_xent(logits, labels):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
-def torch_in_subprocess(model: str, repeats: int) -> float:
-    """Median seconds per step of the PyTorch version, measured in its own process.
+class TorchInSubprocess:
+    """The PyTorch baseline in its own process, driven one run at a time.
 
     In the same process as JAX, the two runtimes' CPU thread pools compete for the
-    cores and PyTorch's step slows several-fold; a separate process measures each
-    framework on its own, one after the other on the same machine.
+    cores and PyTorch's step slows several-fold. In a separate process that only
+    runs when asked, it takes its turn in ``paired_medians``' round-robin like any
+    candidate, so the machine's drift (tens of percent here) hits both frameworks alike.
+    Calling the object runs ``steps`` training steps in the worker and waits for them.
     """
-    proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks", "--worker-torch", model,
-                           "--repeats", str(repeats)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds_per_step"])
+
+    def __init__(self, model: str, steps: int):
+        self.proc = subprocess.Popen([sys.executable, "-m", "experiments.benchmarks", "--worker-torch", model,
+                                      "--steps", str(steps)], cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())  # the worker is ready
+
+    def __call__(self) -> None:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        if not self.proc.stdout.readline():
+            raise RuntimeError("the PyTorch worker exited")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def torch_worker(model: str, repeats: int, steps: int = 5) -> dict:
+def torch_worker(model: str, steps: int) -> None:
+    """Build the PyTorch model, say so, then run ``steps`` steps per "run" line read from stdin."""
+    import torch
+
     rng = np.random.default_rng(0)
     if model == "mlp":
         x = rng.normal(size=(512, 784)).astype(np.float32)
@@ -83,9 +99,11 @@ def torch_worker(model: str, repeats: int, steps: int = 5) -> dict:
         x = rng.normal(size=(256, 28, 28, 1)).astype(np.float32)
         y = rng.integers(0, 10, size=256).astype(np.int32)
         run = torch_cnn_runner(x, y, steps)
-    import torch
-    seconds = median_time(run, repeats=repeats, warmup=2) / steps
-    return {"seconds_per_step": seconds, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "run":
+            run()
+            print("done", flush=True)
 
 
 def torch_available() -> bool:
@@ -141,9 +159,12 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
         box["hand"] = block((p, v))
 
     candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand}
+    torch_run = TorchInSubprocess("mlp", steps) if torch_available() else None
+    if torch_run is not None:
+        candidates["torch_eager"] = torch_run
     times = paired_medians(candidates, repeats=repeats)
-    if torch_available():
-        times["torch_eager"] = torch_in_subprocess("mlp", repeats) * steps
+    if torch_run is not None:
+        torch_run.close()
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
     peak = matmul_peak_gflops()
     per_step = {name: t / steps for name, t in times.items()}
@@ -217,9 +238,12 @@ def cnn_step(repeats: int, steps: int = 5) -> dict:
 
     hand = hand_cnn_runner(x, y, steps)
     candidates["hand_jax"] = hand
+    torch_run = TorchInSubprocess("cnn", steps) if torch_available() else None
+    if torch_run is not None:
+        candidates["torch_eager"] = torch_run
     times = paired_medians(candidates, repeats=repeats)
-    if torch_available():
-        times["torch_eager"] = torch_in_subprocess("cnn", repeats) * steps
+    if torch_run is not None:
+        torch_run.close()
     per_step = {name: t / steps for name, t in times.items()}
     default_impl = "auto"  # the library default: per-layer choice on CPU, XLA convolutions elsewhere
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
@@ -599,10 +623,11 @@ def main(argv=None) -> int:
                         help="write the table into docs/execution.md (between its markers)")
     parser.add_argument("--worker-data-parallel", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-torch", choices=("mlp", "cnn"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     if args.worker_torch:
-        print(json.dumps(torch_worker(args.worker_torch, repeats)))
+        torch_worker(args.worker_torch, args.steps)
         return 0
     if args.worker_data_parallel:
         print(json.dumps(data_parallel_worker(repeats)))

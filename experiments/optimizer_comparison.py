@@ -1,7 +1,7 @@
 """Does SGD generalize better than Adam here? The README's main command.
 
     python -m experiments.optimizer_comparison            # quick default, MNIST-1D MLP (< 10 min, 2 CPU cores)
-    python -m experiments.optimizer_comparison --full     # the long protocol (hours on 2 cores)
+    python -m experiments.optimizer_comparison --full     # the long protocol (about an hour on 2 cores)
 
 Both run the protocol of ``jaxnets.compare`` (learning rate tuned per optimizer on a
 validation split carved from the training set, grid extended until the optimum is
@@ -267,8 +267,12 @@ def write_index(out: Path, studies: Sequence[str]) -> Path:
 
     lines = ["# Optimizer comparison, full protocol", "",
              "Generated from each study's results.json; each study has its own report.", ""]
-    for name in studies:
-        results = report.load_results(out / name)
+    loaded = {name: report.load_results(out / name) for name in studies}
+    walls = {name: results["wall_time_s"] for name, results in loaded.items()}
+    lines += ["Wall time of each study (backend " + next(iter(loaded.values()))["environment"]["platform"]["backend"]
+              + "): " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in walls.items())
+              + f"; {sum(walls.values()) / 60:.0f} min in all.", ""] if loaded else []
+    for name, results in loaded.items():
         lines += [f"## [{name}]({name}/report.md)", "", report.summary_table(results), ""]
         lines += [f"- {sentence}" for sentence in report.verdicts(results)] + [""]
     atomic_write_text(out / "index.md", "\n".join(lines))
@@ -433,7 +437,7 @@ def render_zhou(results: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.optimizer_comparison",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="the long protocol (hours on 2 CPU cores)")
+    parser.add_argument("--full", action="store_true", help="the long protocol (about an hour on 2 CPU cores; finished studies are kept)")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds per arm (>= 2)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")

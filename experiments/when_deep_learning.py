@@ -13,8 +13,9 @@ seed s, and every model of that seed sees the same train/validation/test split (
 test split is the dataset's fixed one; s picks the validation rows, the
 initialization and the batch order):
 
-* tabular (bundled with scikit-learn): ``diabetes`` (regression, metric test R²),
-  ``breast_cancer`` and ``wine`` (classification, metric test accuracy);
+* tabular, bundled with scikit-learn: ``diabetes`` (regression, metric test R²),
+  ``breast_cancer`` and ``wine`` (classification, metric test accuracy); and with
+  statsmodels: ``fair`` (Fair's affairs survey, 6,366 rows, binary, test accuracy);
 * ``mnist1d`` (1-D signals with spatial structure, 10 classes, test accuracy).
 
 Models:
@@ -47,7 +48,7 @@ import numpy as np
 import jaxnets as jn
 from experiments.common import figure, main_for, markdown_table, save_figure, save_json
 
-TABULAR = ("diabetes", "breast_cancer", "wine")
+TABULAR = ("diabetes", "breast_cancer", "wine", "fair")
 SPATIAL = ("mnist1d",)
 TABULAR_MODELS = ("linear", "mlp", "hgb")
 SPATIAL_MODELS = ("linear", "mlp", "cnn", "hgb")
