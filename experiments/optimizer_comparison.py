@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -490,6 +491,11 @@ def update_docs(out: Path, *, block: str) -> None:
     else:
         text = (out / ("report.md" if block == "zhou" else "index.md")).read_text()
         text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))
+        # The index links each study's report relative to the results directory, which
+        # is not part of the docs site: name the file instead.
+        text = re.sub(r"\[(\w+)\]\(\1/report\.md\)", lambda m: f"{m.group(1)} (report: `{out}/{m.group(1)}/report.md`)",
+                      text)
+        text = re.sub(r"^## ", "### ", text, flags=re.M)  # sections of the page's own "long protocol" section
     replace_marked_block(DOCS_PAGE, f"generated-{block}", text)
     print(f"updated {DOCS_PAGE} ({block})")
 
