@@ -287,8 +287,9 @@ def convolve(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
 def _examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], padding: Padding) -> int:
     """Examples per chunk: all N when the whole patch matrix is small, else ~``PATCH_CHUNK_BYTES``.
 
-    The chunks are evened out (ceil(N / number of chunks)) so that padding the last
-    one wastes less than one chunk's worth of examples.
+    Within a factor 2 of the target size, the largest divisor of N is taken (the
+    chunks tile the batch: no padding); otherwise the chunks are evened out
+    (ceil(N / number of chunks)) and the last one is padded with zero examples.
     """
     n = x.shape[0]
     positions = math.prod(conv_output_size(size, k, s, padding)
