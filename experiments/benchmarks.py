@@ -86,6 +86,18 @@ class TorchInSubprocess:
         self.proc.wait(timeout=60)
 
 
+def paired_medians_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
+                              repeats: int) -> dict[str, float]:
+    """``paired_medians`` with PyTorch's version of ``model`` as one more candidate, when installed."""
+    if not torch_available():
+        return paired_medians(candidates, repeats=repeats)
+    torch_run = TorchInSubprocess(model, steps)
+    try:
+        return paired_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
+    finally:
+        torch_run.close()
+
+
 def torch_worker(model: str, steps: int) -> None:
     """Build the PyTorch model, say so, then run ``steps`` steps per "run" line read from stdin."""
     import torch
@@ -159,12 +171,7 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
         box["hand"] = block((p, v))
 
     candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand}
-    torch_run = TorchInSubprocess("mlp", steps) if torch_available() else None
-    if torch_run is not None:
-        candidates["torch_eager"] = torch_run
-    times = paired_medians(candidates, repeats=repeats)
-    if torch_run is not None:
-        torch_run.close()
+    times = paired_medians_with_torch(candidates, "mlp", steps, repeats=repeats)
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
     peak = matmul_peak_gflops()
     per_step = {name: t / steps for name, t in times.items()}
@@ -238,14 +245,9 @@ def cnn_step(repeats: int, steps: int = 5) -> dict:
 
     hand = hand_cnn_runner(x, y, steps)
     candidates["hand_jax"] = hand
-    torch_run = TorchInSubprocess("cnn", steps) if torch_available() else None
-    if torch_run is not None:
-        candidates["torch_eager"] = torch_run
-    times = paired_medians(candidates, repeats=repeats)
-    if torch_run is not None:
-        torch_run.close()
+    times = paired_medians_with_torch(candidates, "cnn", steps, repeats=repeats)
     per_step = {name: t / steps for name, t in times.items()}
-    default_impl = "auto"  # the library default: per-layer choice on CPU, XLA convolutions elsewhere
+    default_impl = "auto"  # the library default: patch GEMMs on CPU, XLA convolutions elsewhere
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
            "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
            "default_conv_impl": default_impl,
