@@ -30,7 +30,7 @@ import numpy as np
 
 import jaxnets as jn
 from jaxnets.io import atomic_write_json, atomic_write_text
-from jaxnets.profiling import block, compiled_flops, matmul_peak_gflops, median_time
+from jaxnets.profiling import block, compiled_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,10 +170,21 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
             p, v = hand_step(p, v, hx, hy)
         box["hand"] = block((p, v))
 
-    candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand}
+    # The matmul peak is one more candidate of the round-robin: measured apart, minutes
+    # later, the machine's drift could put the "peak" below the step's own rate.
+    size = 2048
+    square = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda a, b: a @ b)
+
+    def run_matmul():
+        for _ in range(steps):
+            out = matmul(square, square)
+        block(out)
+
+    candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand, "matmul_peak": run_matmul}
     times = paired_medians_with_torch(candidates, "mlp", steps, repeats=repeats)
+    peak = 2.0 * size ** 3 * steps / times.pop("matmul_peak") / 1e9
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
-    peak = matmul_peak_gflops()
     per_step = {name: t / steps for name, t in times.items()}
     out = {"benchmark": "mlp_step", "model": "MLP 784-1024-1024-10, batch 512, SGD momentum 0.9",
            "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
