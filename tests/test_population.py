@@ -4,18 +4,13 @@ import numpy as np
 import pytest
 
 import jaxnets as jn
-from jaxnets.data import Dataset
 from jaxnets.models import MLP
 from jaxnets.population import create_population, fit_population
+from tests.helpers import problems
 
 
-def blobs(n=60, d=4, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=2.0, size=(k, d))
-    y = rng.integers(0, k, size=n + 20).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(n + 20, d))).astype(np.float32)
-    return Dataset(x_train=x[:n], y_train=y[:n], x_val=x[n:n + 10], y_val=y[n:n + 10], x_test=x[n + 10:],
-                   y_test=y[n + 10:], task="multiclass", num_classes=k, name="blobs")
+def blobs():
+    return problems.blobs(n=60, scale=2.0, n_val=10, n_test=10)
 
 
 SEEDS = [0, 1, 2, 0]

@@ -8,6 +8,7 @@ import jaxnets as jn
 from jaxnets.data import Dataset
 from jaxnets.models import MLP, LinearRegression
 from jaxnets.train import epoch_plan, make_train_step, num_batches_per_epoch, steps_for
+from tests.helpers import problems
 
 
 def regression_data(n=37, d=3, seed=0, noise=0.1, n_test=11):
@@ -21,12 +22,7 @@ def regression_data(n=37, d=3, seed=0, noise=0.1, n_test=11):
 
 
 def classification_data(n=50, d=4, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=3.0, size=(k, d))
-    y = rng.integers(0, k, size=n + 20).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(n + 20, d))).astype(np.float32)
-    return Dataset(x_train=x[:n], y_train=y[:n], x_val=x[n:n + 10], y_val=y[n:n + 10], x_test=x[n + 10:],
-                   y_test=y[n + 10:], task="multiclass", num_classes=k, name="blobs")
+    return problems.blobs(n, d, k, seed, n_val=10, n_test=10)
 
 
 def leaves_equal(a, b):
