@@ -232,6 +232,78 @@ def test_patches_path_chunks_the_batch_and_keeps_values_and_gradients(monkeypatc
         check_grads(jax.jit(loss("patches")), (x, w), order=1, modes=("rev",))
 
 
+FUSED_CASES = [  # x shape, kernel window, C_out, strides, padding, pool window, examples per chunk
+    ((6, 9, 8, 2), (3, 3), 4, 1, "SAME", 2, 2),        # 9 rows: a remainder row is dropped
+    ((5, 8, 8, 2), (3, 3), 3, 1, "SAME", 2, 5),        # the whole batch at once
+    ((7, 10, 10, 1), (3, 3), 3, 1, "VALID", (3, 2), 3),  # uneven windows, last chunk padded
+    ((6, 13, 3), (3,), 5, 2, 1, 2, 3),                 # 1-D, strided convolution
+]
+
+
+@pytest.mark.parametrize("shape, window, c_out, strides, padding, pool, chunk", FUSED_CASES)
+def test_fused_conv_max_pool_equals_conv_then_reduce_window_float64(shape, window, c_out, strides,
+                                                                    padding, pool, chunk, monkeypatch):
+    """Values and gradients of the fused path equal XLA's convolution + reduce_window, ties included."""
+    rng = np.random.default_rng(sum(shape))
+    # Integer inputs and kernels: many exact ties inside the pooling windows.
+    x = rng.integers(-1, 2, size=shape).astype(np.float64)
+    w = rng.integers(-1, 2, size=(*window, shape[-1], c_out)).astype(np.float64)
+    per_example = math.prod(conv.conv_output_size(n, k, s, padding) for n, k, s in
+                            zip(shape[1:-1], window, np.broadcast_to(strides, len(window)))) \
+        * (math.prod(window) * shape[-1] + c_out) * 8
+    monkeypatch.setattr(conv, "PATCH_CHUNK_BYTES", chunk * per_example)
+    monkeypatch.setattr(conv, "PATCH_WHOLE_BATCH_BYTES", chunk * per_example)
+    with jax.enable_x64(True):
+        xx, ww = jnp.asarray(x), jnp.asarray(w)
+        assert conv._examples_per_chunk(xx, ww, conv._tuple_of(strides, len(window), "strides"), padding,
+                                        with_output=True) == chunk
+
+        def reference(a, b):
+            return max_pool(convolve(a, b, strides, padding, "xla"), pool, impl="reduce_window")
+
+        def fused(a, b):
+            return conv.convolve_max_pool(a, b, pool, strides, padding, "patches")
+
+        y_ref, pull_ref = jax.vjp(reference, xx, ww)
+        y_fused, pull_fused = jax.jit(lambda a, b: jax.vjp(fused, a, b))(xx, ww)
+        probe = jnp.asarray(rng.normal(size=y_ref.shape))
+        np.testing.assert_array_equal(np.asarray(y_fused), np.asarray(y_ref))
+        for got, want in zip(pull_fused(probe), pull_ref(probe)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+        jaxpr = str(jax.make_jaxpr(fused)(xx, ww))
+        assert "conv_general_dilated" not in jaxpr and "reduce_window" not in jaxpr
+
+
+def test_fused_conv_max_pool_falls_back_to_the_two_calls():
+    """XLA convolutions, other pooling rules and empty batches run convolve, then max_pool."""
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    expected = max_pool(convolve(x, w, impl="xla"), 2)
+    for impl, pool_impl in [("xla", "auto"), ("patches", "reduce_window"), ("patches", "reshape")]:
+        got = conv.convolve_max_pool(x, w, 2, impl=impl, pool_impl=pool_impl)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        jaxpr = str(jax.make_jaxpr(lambda a, b: conv.convolve_max_pool(a, b, 2, impl=impl,
+                                                                        pool_impl=pool_impl))(x, w))
+        assert ("conv_general_dilated" in jaxpr) == (impl == "xla")
+        assert ("reduce_window" in jaxpr) == (pool_impl == "reduce_window")
+    assert conv.convolve_max_pool(jnp.ones((0, 8, 8, 3)), w, 2, impl="patches").shape == (0, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"^pool_impl: got 'fast'; allowed: auto, slices"):
+        conv.convolve_max_pool(x, w, 2, pool_impl="fast")
+    with pytest.raises(ValueError, match=r"^window: got 0; allowed"):
+        conv.convolve_max_pool(x, w, 0)
+
+
+def test_conv_layer_pools_before_the_bias():
+    """Conv(max_pool_window=p): max_pool(x ⋆ W) + b, the same parameters as without pooling."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 2)), jnp.float32)
+    plain = Conv(features=4)
+    pooled = Conv(features=4, max_pool_window=2)
+    variables = plain.init(jax.random.key(0), x)
+    variables = jax.tree.map(lambda v: v + 0.5, variables)  # a nonzero bias
+    assert jax.tree.map(jnp.shape, pooled.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
+    expected = max_pool(plain.apply(variables, x), 2)
+    np.testing.assert_allclose(pooled.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------- pooling
 
 

@@ -294,12 +294,12 @@ class CNN(nn.Module):
         pool_first = (self.pool == "max" and not self.batch_norm
                       and self.activation in POOL_COMMUTING_ACTIVATIONS)
         pool = functools.partial(conv_lib.max_pool, window=self.pool_size, impl=self.pool_impl)
+        fused_pool = dict(max_pool_window=self.pool_size, pool_impl=self.pool_impl) if pool_first else {}
         for index, (features, kernel, stride, padding) in enumerate(per_layer):
             x = Conv(features, kernel, stride, padding, use_bias=not self.batch_norm,
                      impl=self.conv_impl, kernel_init=self.kernel_init,
                      init_scale=self.init_scale, dtype=self.dtype,
-                     param_dtype=self.param_dtype, before_bias=pool if pool_first else None,
-                     name=f"conv_{index}")(x)
+                     param_dtype=self.param_dtype, name=f"conv_{index}", **fused_pool)(x)
             if self.batch_norm:
                 x = self._batch_norm(train, f"conv_bn_{index}")(x)
             x = g(x)

@@ -31,6 +31,10 @@ Two implementations give the same values and gradients and share one parameter
 ``"auto"`` picks ``"xla"`` on GPU/TPU and ``"patches"`` on CPU, where XLA's own
 convolution gradients are several times slower than the GEMMs (measurements in
 docs/architectures/cnn.md).
+
+A convolution followed by max pooling over tiling windows (``convolve_max_pool``,
+what ``CNN`` runs) is fused on the "patches" path: each chunk is pooled while its
+convolution output is in cache, so the full-resolution map is never written out.
 """
 from __future__ import annotations
 
@@ -284,7 +288,8 @@ def convolve(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
     return _patches_conv(x, kernel, strides, padding, _examples_per_chunk(x, kernel, strides, padding))
 
 
-def _examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], padding: Padding) -> int:
+def _examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], padding: Padding,
+                        with_output: bool = False) -> int:
     """Examples per chunk: all N when the whole patch matrix is small, else ~``PATCH_CHUNK_BYTES``.
 
     Within a factor 2 of the target size, the largest divisor of N is taken (the
@@ -294,7 +299,9 @@ def _examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], paddi
     n = x.shape[0]
     positions = math.prod(conv_output_size(size, k, s, padding)
                           for size, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides))
-    per_example = max(1, positions * math.prod(kernel.shape[:-1]) * x.dtype.itemsize)
+    # With ``with_output`` the convolution output (pooled inside the loop) is counted too.
+    width = math.prod(kernel.shape[:-1]) + (kernel.shape[-1] if with_output else 0)
+    per_example = max(1, positions * width * x.dtype.itemsize)
     if n * per_example <= PATCH_WHOLE_BATCH_BYTES:
         return n
     size = max(1, min(n, PATCH_CHUNK_BYTES // per_example))
@@ -337,26 +344,34 @@ def _patches_conv_forward(x, kernel, strides, padding, chunk):
 
 
 def _patches_conv_backward(strides, padding, chunk, residuals, dy):
-    """Per chunk: ∂W += Pᵀ·∂Y, and ∂X = the shifted views' transpose applied to ∂Y·Wᵀ."""
     x, kernel = residuals
+    return _backward_by_chunks(strides, padding, chunk, x, kernel, (dy,), lambda d: d)
+
+
+def _backward_by_chunks(strides, padding, chunk, x, kernel, per_example, to_dy):
+    """Per chunk: ∂W += Pᵀ·∂Y, and ∂X = the shifted views' transpose applied to ∂Y·Wᵀ.
+
+    ``per_example`` are arrays with the batch axis first; ``to_dy`` maps a chunk of
+    them to that chunk's ∂Y (the identity, or the un-pooling of the fused path).
+    """
     window, c_out = kernel.shape[:-2], kernel.shape[-1]
     flat = kernel.reshape(-1, c_out)
     # Accumulate the kernel gradient in at least float32 (bfloat16 inputs; float64 kept).
     accumulate = jnp.promote_types(kernel.dtype, jnp.float32)
 
-    def one_chunk(dw, chunk_pair):
-        xc, dyc = chunk_pair
+    def one_chunk(dw, inputs):
+        xc, dyc = inputs[0], to_dy(*inputs[1:]).astype(x.dtype)
         patches, patches_transpose = jax.vjp(lambda a: extract_patches(a, window, strides, padding), xc)
         rows, grads = patches.reshape(-1, flat.shape[0]), dyc.reshape(-1, c_out)
         dw = dw + jnp.dot(rows.T, grads, preferred_element_type=accumulate)
         (dxc,) = patches_transpose(jnp.dot(grads, flat.T).reshape(patches.shape))
         return dw, dxc  # for a network's first layer nothing reads dxc and XLA drops it
 
-    zero, dy = jnp.zeros(flat.shape, accumulate), dy.astype(x.dtype)
+    zero = jnp.zeros(flat.shape, accumulate)
     if chunk >= x.shape[0]:
-        dw, dx = one_chunk(zero, (x, dy))
+        dw, dx = one_chunk(zero, (x, *per_example))
     else:
-        dw, dx = lax.scan(one_chunk, zero, (_to_chunks(x, chunk), _to_chunks(dy, chunk)))
+        dw, dx = lax.scan(one_chunk, zero, tuple(_to_chunks(a, chunk) for a in (x, *per_example)))
         dx = _merge_chunks(dx, x.shape[0])
     return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
 
@@ -380,9 +395,12 @@ class Conv(nn.Module):
       impl: "auto", "xla" or "patches" (same values and gradients).
       kernel_init, init_scale: kernel initializer by name (fan-in = k_h·k_w·C_in).
       dtype: computation dtype; param_dtype: parameter dtype.
-      before_bias: a function applied to x ⋆ W before the bias is added (None: none).
-        ``CNN`` passes its max pooling here: max_w(a + b) = max_w(a) + b for a
-        per-channel b, and adding b to the pooled map touches 4x fewer values.
+      max_pool_window: max pooling with this (tiling) window applied to x ⋆ W before
+        the bias is added (None: none). ``CNN`` pools here: max_w(a + b) = max_w(a) + b
+        for a per-channel b, adding b to the pooled map touches 4x fewer values, and
+        on the "patches" path the convolution and the pooling run fused
+        (``convolve_max_pool``).
+      pool_impl: the pooling implementation (``POOL_IMPLS``) when not fused.
 
     >>> layer = Conv(features=4, kernel_size=3)
     >>> x = jnp.ones((2, 8, 8, 1))
@@ -403,7 +421,8 @@ class Conv(nn.Module):
     init_scale: float | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    before_bias: Any = None
+    max_pool_window: int | Sequence[int] | None = None
+    pool_impl: str = "auto"
 
     def __post_init__(self) -> None:
         if not _is_int(self.features) or self.features < 1:
@@ -458,9 +477,12 @@ class Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
                           self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = convolve(x, kernel, _tuple_of(self.strides, ndim, "strides"), self.padding, self.impl)
-        if self.before_bias is not None:
-            y = self.before_bias(y)
+        strides = _tuple_of(self.strides, ndim, "strides")
+        if self.max_pool_window is None:
+            y = convolve(x, kernel, strides, self.padding, self.impl)
+        else:
+            y = convolve_max_pool(x, kernel, self.max_pool_window, strides, self.padding,
+                                  self.impl, self.pool_impl)
         return y if bias is None else y + bias
 
 
@@ -510,6 +532,14 @@ def _window_axes(ndim: int) -> tuple[int, ...]:
     return tuple(2 + 2 * d for d in range(ndim))
 
 
+def _pool_rank(window: tuple[int, ...], dtype) -> Array:
+    """Each window position's row-major rank, shaped to broadcast against (N, o_1, k_1, o_2, k_2, C)."""
+    shape = [1] * (2 * len(window) + 2)
+    for axis, k in zip(_window_axes(len(window)), window):
+        shape[axis] = k
+    return jnp.arange(math.prod(window), dtype=dtype).reshape(window).reshape(shape)
+
+
 def _first_max_mask(blocks: Array, ndim: int) -> Array:
     """True at the first maximum of each window, in row-major window order.
 
@@ -519,10 +549,7 @@ def _first_max_mask(blocks: Array, ndim: int) -> Array:
     """
     axes = _window_axes(ndim)
     window = tuple(blocks.shape[a] for a in axes)
-    rank_shape = [1] * blocks.ndim
-    for axis, k in zip(axes, window):
-        rank_shape[axis] = k
-    rank = jnp.arange(math.prod(window), dtype=jnp.int32).reshape(window).reshape(rank_shape)
+    rank = _pool_rank(window, jnp.int32)
     is_max = blocks == jnp.max(blocks, axis=axes, keepdims=True)
     ranked = jnp.where(is_max, rank, math.prod(window))
     return ranked == jnp.min(ranked, axis=axes, keepdims=True)
@@ -574,6 +601,42 @@ def _max_of_views_jvp(primals: tuple[Array, ...], tangents: tuple[Array, ...]) -
     return _max_of_views(*primals), tangent
 
 
+def _first_max_index(views: Sequence[Array]) -> Array:
+    """Per output position, the index (window order) of the first view holding the maximum."""
+    dtype = jnp.int8 if len(views) <= 127 else jnp.int32
+    best, index = views[0], jnp.zeros(views[0].shape, dtype)
+    for i, view in enumerate(views[1:], 1):
+        later_is_larger = view > best  # strict: the earlier of two equal values stays
+        best = jnp.where(later_is_larger, view, best)
+        index = jnp.where(later_is_larger, jnp.asarray(i, dtype), index)
+    return index
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool_tiled(x: Array, window: tuple[int, ...]) -> Array:
+    """Max pooling over windows that tile ``x`` (stride == window, no padding; a remainder is dropped)."""
+    out = [n // k for n, k in zip(x.shape[1:-1], window)]
+    return functools.reduce(jnp.maximum, _shifted_views(x, window, window, out))
+
+
+@_max_pool_tiled.defjvp
+def _max_pool_tiled_jvp(window: tuple[int, ...], primals: tuple[Array], tangents: tuple[Array]
+                        ) -> tuple[Array, Array]:
+    # The same first-maximum rule as _max_of_views, written on the (N, o_1, k_1, o_2, k_2, C)
+    # blocks of the tangent. Its transpose (the gradient) is then one elementwise pass that
+    # writes ∂x in its own memory order, where(rank == index, ∂y, 0), instead of scattering
+    # k_1·k_2 strided views back with pads and adds; only the small index is kept for it.
+    (x,), (tangent,) = primals, tangents
+    out = [n // k for n, k in zip(x.shape[1:-1], window)]
+    views = _shifted_views(x, window, window, out)
+    index = _first_max_index(views)
+    axes = _window_axes(len(window))
+    chosen = _pool_rank(window, index.dtype) == jnp.expand_dims(index, axes)
+    blocks = _blocks(tangent, window)
+    return (functools.reduce(jnp.maximum, views),
+            jnp.sum(jnp.where(chosen, blocks, jnp.zeros_like(blocks)), axis=axes))
+
+
 def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None,
              padding: Padding = "VALID", impl: str = "auto") -> Array:
     """Maximum over each window: y[n, i, j, c] = max_{a<k_h, b<k_w} x[n, s·i + a, s·j + b, c].
@@ -601,6 +664,8 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     window, strides, padding = _pool_args(x, window, strides, padding)
     impl = _pool_impl(impl, x, window, strides, padding)
     if impl == "slices":
+        if _reshape_applies(x, window, strides, padding):
+            return _max_pool_tiled(x, window)
         return _max_of_views(*_pool_views(x, window, strides, padding, -np.inf))
     if impl == "reshape":
         return _max_blocks(_blocks(x, window))
@@ -683,6 +748,95 @@ def global_avg_pool(x: Array) -> Array:
     if x.ndim not in (3, 4):
         raise ValueError(f"x: got shape {x.shape}; allowed: (N, L, C) or (N, H, W, C)")
     return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+# ------------------------------------------------------------------ convolution + max pooling, fused
+
+
+def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
+                      strides: int | Sequence[int] = 1, padding: Padding = "SAME",
+                      impl: str = "auto", pool_impl: str = "auto") -> Array:
+    """max_pool(convolve(x, kernel), window) (tiling windows), fused on the "patches" path.
+
+    Fused, each chunk of examples is convolved and pooled while its convolution
+    output is still in cache; only the pooled map and the index of each window's
+    first maximum (one byte per pooled value) leave the loop, and the backward pass
+    puts ∂y back at those indices chunk by chunk. Values and gradients equal the
+    two calls in sequence (the first-maximum rule of ``max_pool``).
+
+    Args:
+      x: (N, H, W, C_in) or (N, L, C_in).
+      kernel: (k_h, k_w, C_in, C_out) or (k, C_in, C_out).
+      window: pooling window (stride = window, remainder dropped).
+      strides, padding, impl: of the convolution, as in ``convolve``.
+      pool_impl: of the pooling, as in ``max_pool``; the fused path is its "slices"
+        (and "auto") rule, so "reduce_window" and "reshape" run unfused.
+
+    Returns:
+      (N, ⌊H_out/p_h⌋, ⌊W_out/p_w⌋, C_out) (or the 1-D analogue).
+
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> convolve_max_pool(x, jnp.ones((1, 1, 1, 1)), 2, impl="patches")[0, :, :, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
+    """
+    if x.ndim not in (3, 4) or kernel.ndim != x.ndim or kernel.shape[-2] != x.shape[-1]:
+        raise ValueError(f"x, kernel: got shapes {x.shape}, {kernel.shape}; allowed: (N, *spatial, "
+                         "C) with 1 or 2 spatial axes and a kernel (*window, C, C_out)")
+    ndim = x.ndim - 2
+    strides = _tuple_of(strides, ndim, "strides")
+    window = _tuple_of(window, ndim, "window")
+    padding = normalize_padding(padding)
+    out = [conv_output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides)]
+    if pool_impl not in POOL_IMPLS:
+        raise ValueError(f"pool_impl: got {pool_impl!r}; allowed: {', '.join(POOL_IMPLS)}")
+    if (resolve_conv_impl(impl) == "xla" or pool_impl not in ("auto", "slices") or x.shape[0] == 0
+            or any(o < k for o, k in zip(out, window))):
+        return max_pool(convolve(x, kernel, strides, padding, impl), window, impl=pool_impl)
+    return _patches_conv_pool(x, kernel, strides, padding, window,
+                              _examples_per_chunk(x, kernel, strides, padding, with_output=True))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _patches_conv_pool(x, kernel, strides, padding, window, chunk):
+    return _patches_conv_pool_forward(x, kernel, strides, padding, window, chunk)[0]
+
+
+def _patches_conv_pool_forward(x, kernel, strides, padding, window, chunk):
+    flat = kernel.reshape(-1, kernel.shape[-1])
+
+    def conv_pool(xc):
+        z = jnp.dot(extract_patches(xc, kernel.shape[:-2], strides, padding), flat)
+        out = [n // k for n, k in zip(z.shape[1:-1], window)]
+        views = _shifted_views(z, window, window, out)
+        return functools.reduce(jnp.maximum, views), _first_max_index(views)
+
+    if chunk >= x.shape[0]:
+        y, index = conv_pool(x)
+    else:
+        y, index = lax.map(conv_pool, _to_chunks(x, chunk))
+        y, index = _merge_chunks(y, x.shape[0]), _merge_chunks(index, x.shape[0])
+    return y, (x, kernel, index)
+
+
+def _patches_conv_pool_backward(strides, padding, window, chunk, residuals, dy):
+    x, kernel, index = residuals
+    conv_shape = [conv_output_size(n, k, s, padding)
+                  for n, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides)]
+    rank = _pool_rank(window, index.dtype)
+    axes = _window_axes(len(window))
+
+    def unpool(dyc, ic):
+        # ∂z: ∂y at each window's first maximum, 0 elsewhere (and on a dropped remainder).
+        blocks = jnp.where(rank == jnp.expand_dims(ic, axes), jnp.expand_dims(dyc, axes),
+                           jnp.zeros((), dyc.dtype))
+        dz = blocks.reshape(dyc.shape[0], *(o * k for o, k in zip(dyc.shape[1:-1], window)), dyc.shape[-1])
+        missing = [c - d for c, d in zip(conv_shape, dz.shape[1:-1])]
+        return jnp.pad(dz, ((0, 0), *((0, m) for m in missing), (0, 0))) if any(missing) else dz
+
+    return _backward_by_chunks(strides, padding, chunk, x, kernel, (dy, index), unpool)
+
+
+_patches_conv_pool.defvjp(_patches_conv_pool_forward, _patches_conv_pool_backward)
 
 
 # ------------------------------------------------------------------ dropout, batch norm
@@ -772,7 +926,8 @@ def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
 __all__ = [
     "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "CONV_IMPLS",
     "PADDINGS", "PATCH_CHUNK_BYTES", "PATCH_WHOLE_BATCH_BYTES", "POOL_IMPLS",
-    "Conv", "avg_pool", "check_rate", "conv_output_size", "convolve", "explicit_padding",
+    "Conv", "avg_pool", "check_rate", "conv_output_size", "convolve", "convolve_max_pool",
+    "explicit_padding",
     "extract_patches", "global_avg_pool", "make_batch_norm", "make_dropout", "max_pool",
     "normalize_padding", "resolve_conv_impl",
 ]
