@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import time
 from typing import Callable
 
 import jax
@@ -28,6 +27,7 @@ import numpy as np
 
 import jaxnets as jn
 from jaxnets.models import CNN, CNN1D
+from jaxnets.profiling import round_robin_medians
 
 
 def _emit(result: dict) -> dict:
@@ -90,41 +90,17 @@ def _jax_step(model, x: np.ndarray, y: np.ndarray) -> Callable[[], object]:
     return lambda: jax.block_until_ready(step(state, batch))
 
 
-def _torch_step(x: np.ndarray, y: np.ndarray, threads: int) -> Callable[[], object] | None:
-    """The benchmark CNN in PyTorch eager (NCHW) on ``threads`` threads, or None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(64 * 7 * 7, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y.astype(np.int64))
-
-    def step():
-        torch.set_num_threads(threads)
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(xt), yt)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step
-
-
 def cnn_speed(repeats: int = 15, warmup: int = 3, batch: int = 256) -> dict:
     """Median time of one training step of the benchmark CNN, per implementation, in one run.
 
     Benchmark CNN: 28x28x1 input, conv3x3-32, ReLU, max pool 2, conv3x3-64, ReLU,
     max pool 2, dense 256, dense 10, softmax cross-entropy, Adam. Every
-    configuration is compiled and warmed up first; then the repeats run round-robin
-    (one step of each configuration per round) so that a change of machine load
-    hits all of them alike. Also times CNN1D (MNIST-1D, batch 100) per conv implementation.
+    configuration is compiled and warmed up first, then timed round-robin
+    (``jaxnets.profiling.round_robin_medians``). With conv=patches, pool=slices (and
+    auto) runs the fused convolution + pooling; pool=reduce_window or reshape runs
+    the two unfused. Also times CNN1D (MNIST-1D, batch 100) per conv implementation.
+    PyTorch is compared in ``python -m experiments.benchmarks`` (in a worker process,
+    so the two runtimes' thread pools do not compete).
     """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
@@ -135,52 +111,32 @@ def cnn_speed(repeats: int = 15, warmup: int = 3, batch: int = 256) -> dict:
         model = CNN(output_dim=10, channels=(32, 64), kernel_size=3, pool="max",
                     dense=(256,), conv_impl=conv_impl, pool_impl=pool_impl)
         steps[f"jax conv={conv_impl} pool={pool_impl}"] = _jax_step(model, x, y)
-    # PyTorch on all cores and on one: on a shared machine its spinning worker threads
-    # can lose much more to other processes' load than XLA's do.
-    for threads in (os.cpu_count() or 1, 1):
-        torch_step = _torch_step(x, y, threads)
-        if torch_step is not None:
-            steps[f"torch eager threads={threads}"] = torch_step
     x1 = rng.normal(size=(100, 40)).astype(np.float32)
     y1 = rng.integers(0, 10, size=100).astype(np.int32)
     for conv_impl in ("xla", "patches", "auto"):
         steps[f"cnn1d conv={conv_impl}"] = _jax_step(CNN1D(output_dim=10, conv_impl=conv_impl),
                                                     x1, y1)
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            tick = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - tick)
-    median_ms = {name: round(1e3 * float(np.median(t)), 2) for name, t in times.items()}
-    flax_default = median_ms["jax conv=xla pool=reduce_window"]
+    median = round_robin_medians(steps, repeats=repeats, warmup=warmup)
+    median_ms = {name: round(1e3 * t, 2) for name, t in median.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return round(median_ms[a] / median_ms[b], 2)
+
     result = {"study": "cnn_speed", "batch": batch, "repeats": repeats,
               "median_step_ms": median_ms,
-              "ratio_patches_over_xla (pool=slices)": round(
-                  median_ms["jax conv=patches pool=slices"]
-                  / median_ms["jax conv=xla pool=slices"], 2),
-              "ratio_reduce_window_over_slices (conv=patches)": round(
-                  median_ms["jax conv=patches pool=reduce_window"]
-                  / median_ms["jax conv=patches pool=slices"], 2),
-              "ratio_reshape_over_slices (conv=patches)": round(
-                  median_ms["jax conv=patches pool=reshape"]
-                  / median_ms["jax conv=patches pool=slices"], 2),
-              "ratio_flax_default_over_auto": round(flax_default / median_ms["jax conv=auto pool=auto"], 2),
-              "ratio_cnn1d_patches_over_xla": round(
-                  median_ms["cnn1d conv=patches"] / median_ms["cnn1d conv=xla"], 2),
-              "ratio_cnn1d_auto_over_xla": round(
-                  median_ms["cnn1d conv=auto"] / median_ms["cnn1d conv=xla"], 2)}
-    if torch_step is not None:
-        import torch
-        result["torch"] = torch.__version__
-        torch_best = min(v for k, v in median_ms.items() if k.startswith("torch"))
-        result["ratio_auto_jax_over_best_torch"] = round(
-            median_ms["jax conv=auto pool=auto"] / torch_best, 2)
-        result["ratio_flax_default_over_best_torch"] = round(flax_default / torch_best, 2)
-    result["load_average_1min"] = os.getloadavg()[0]  # other processes share the CPU
+              "ratio_patches_over_xla (pool=slices)": ratio("jax conv=patches pool=slices",
+                                                            "jax conv=xla pool=slices"),
+              "ratio_unfused_reduce_window_over_fused (conv=patches)": ratio(
+                  "jax conv=patches pool=reduce_window", "jax conv=patches pool=slices"),
+              "ratio_unfused_reshape_over_fused (conv=patches)": ratio(
+                  "jax conv=patches pool=reshape", "jax conv=patches pool=slices"),
+              "ratio_reduce_window_over_slices (conv=xla)": ratio(
+                  "jax conv=xla pool=reduce_window", "jax conv=xla pool=slices"),
+              "ratio_flax_default_over_auto": ratio("jax conv=xla pool=reduce_window",
+                                                    "jax conv=auto pool=auto"),
+              "ratio_cnn1d_patches_over_xla": ratio("cnn1d conv=patches", "cnn1d conv=xla"),
+              "ratio_cnn1d_auto_over_xla": ratio("cnn1d conv=auto", "cnn1d conv=xla"),
+              "load_average_1min": os.getloadavg()[0]}  # other processes share the CPU
     return _emit(result)
 
 

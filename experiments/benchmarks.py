@@ -30,26 +30,12 @@ import numpy as np
 
 import jaxnets as jn
 from jaxnets.io import atomic_write_json, atomic_write_text
-from jaxnets.profiling import block, compiled_flops
+from jaxnets.profiling import block, compiled_flops, round_robin_medians
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- helpers
-def paired_medians(candidates: dict[str, Callable[[], None]], *, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each zero-argument callable, measured round-robin (A, B, A, B, ...)."""
-    for run in candidates.values():
-        for _ in range(warmup):
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, run in candidates.items():
-            tick = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - tick)
-    return {name: float(np.median(values)) for name, values in samples.items()}
-
-
 def lecun_dense(key, fan_in: int, fan_out: int):
     w = jax.random.truncated_normal(key, -2.0, 2.0, (fan_in, fan_out)) * jnp.sqrt(1.0 / fan_in) / 0.87962566
     return {"kernel": w, "bias": jnp.zeros((fan_out,))}
@@ -64,7 +50,7 @@ class TorchInSubprocess:
 
     In the same process as JAX, the two runtimes' CPU thread pools compete for the
     cores and PyTorch's step slows several-fold. In a separate process that only
-    runs when asked, it takes its turn in ``paired_medians``' round-robin like any
+    runs when asked, it takes its turn in ``round_robin_medians``' round-robin like any
     candidate, so the machine's drift (tens of percent here) hits both frameworks alike.
     Calling the object runs ``steps`` training steps in the worker and waits for them.
     """
@@ -86,14 +72,14 @@ class TorchInSubprocess:
         self.proc.wait(timeout=60)
 
 
-def paired_medians_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
+def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
                               repeats: int) -> dict[str, float]:
-    """``paired_medians`` with PyTorch's version of ``model`` as one more candidate, when installed."""
+    """``round_robin_medians`` with PyTorch's version of ``model`` as one more candidate, when installed."""
     if not torch_available():
-        return paired_medians(candidates, repeats=repeats)
+        return round_robin_medians(candidates, repeats=repeats)
     torch_run = TorchInSubprocess(model, steps)
     try:
-        return paired_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
+        return round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
     finally:
         torch_run.close()
 
@@ -182,7 +168,7 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
         block(out)
 
     candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand, "matmul_peak": run_matmul}
-    times = paired_medians_with_torch(candidates, "mlp", steps, repeats=repeats)
+    times = round_robin_with_torch(candidates, "mlp", steps, repeats=repeats)
     peak = 2.0 * size ** 3 * steps / times.pop("matmul_peak") / 1e9
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
     per_step = {name: t / steps for name, t in times.items()}
@@ -256,7 +242,7 @@ def cnn_step(repeats: int, steps: int = 5) -> dict:
 
     hand = hand_cnn_runner(x, y, steps)
     candidates["hand_jax"] = hand
-    times = paired_medians_with_torch(candidates, "cnn", steps, repeats=repeats)
+    times = round_robin_with_torch(candidates, "cnn", steps, repeats=repeats)
     per_step = {name: t / steps for name, t in times.items()}
     default_impl = "auto"  # the library default: patch GEMMs on CPU, XLA convolutions elsewhere
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
@@ -380,7 +366,7 @@ def tiny_fused(repeats: int, epochs: int = 2000) -> dict:
 
     box["hand"] = params
     candidates["hand_scan"] = lambda: box.__setitem__("hand", block(hand(box["hand"])))
-    times = paired_medians(candidates, repeats=repeats)
+    times = round_robin_medians(candidates, repeats=repeats)
     per_step = {"fit_scan": times["fit_scan"] / epochs, "fit_python": times["fit_python"] / python_epochs,
                 "hand_scan": times["hand_scan"] / epochs}
     return {"benchmark": "tiny_fused", "model": "MLP 2-8-1 on XOR, batch 4, SGD",
@@ -546,7 +532,7 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     candidates["hand_sharded_gather"] = run_hand_sharded_gather
     candidates["hand_pmap"] = run_hand_pmap
     candidates["hand_sharded"] = run_hand_sharded
-    times = paired_medians(candidates, repeats=repeats, warmup=1)
+    times = round_robin_medians(candidates, repeats=repeats, warmup=1)
     steps_per_s = {name: steps / t for name, t in times.items()}
     # agreement: one fresh epoch per mode from the same initial state
     finals = {}

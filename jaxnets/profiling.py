@@ -49,6 +49,40 @@ def median_time(run: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) ->
     return statistics.median(samples)
 
 
+def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: int = 7,
+                        warmup: int = 2) -> dict[str, float]:
+    """Median wall seconds of each zero-argument callable, timed in turns (A, B, C, A, B, C, ...).
+
+    Every candidate is warmed up first (compilation), then each round runs each
+    candidate once, so a change of machine load during the measurement hits all
+    of them alike and their ratios stay meaningful on a noisy machine. Each
+    callable must block on its results (see ``block``).
+
+    Args:
+      candidates: name -> callable.
+      repeats: rounds timed.
+      warmup: untimed calls of each candidate before the first round.
+
+    Returns:
+      name -> median seconds, in the order of ``candidates``.
+
+    >>> sorted(round_robin_medians({"a": lambda: None, "b": lambda: None}, repeats=3))
+    ['a', 'b']
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats: got {repeats!r}; allowed: an int >= 1")
+    for run in candidates.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            tick = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - tick)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def matmul_peak_gflops(size: int = 2048, dtype=jnp.float32, repeats: int = 7) -> float:
     """Measured GFLOP/s of one (size x size) @ (size x size) product on the default device.
 
@@ -62,4 +96,4 @@ def matmul_peak_gflops(size: int = 2048, dtype=jnp.float32, repeats: int = 7) ->
     return 2.0 * size ** 3 / seconds / 1e9
 
 
-__all__ = ["compiled_flops", "block", "median_time", "matmul_peak_gflops"]
+__all__ = ["compiled_flops", "block", "median_time", "matmul_peak_gflops", "round_robin_medians"]

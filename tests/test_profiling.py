@@ -1,5 +1,8 @@
-"""FLOP counts from XLA's cost analysis, against the closed form of a dense layer."""
+"""FLOP counts from XLA's cost analysis, against the closed form of a dense layer; timing helpers."""
+import time
+
 import jax.numpy as jnp
+import pytest
 
 import jaxnets as jn
 from jaxnets.profiling import compiled_flops, matmul_peak_gflops, median_time
@@ -21,3 +24,15 @@ def test_mlp_forward_flops_cover_the_dense_products():
 def test_median_time_and_peak_are_positive():
     assert median_time(lambda: None, repeats=3) >= 0
     assert matmul_peak_gflops(size=128, repeats=3) > 0
+
+
+def test_round_robin_medians_times_each_candidate_in_turns():
+    order = []
+    medians = jn.profiling.round_robin_medians(
+        {"slow": lambda: (order.append("slow"), time.sleep(0.02)), "fast": lambda: order.append("fast")},
+        repeats=3, warmup=1)
+    assert list(medians) == ["slow", "fast"]
+    assert order == ["slow", "fast"] + ["slow", "fast"] * 3  # warm-up, then alternating rounds
+    assert medians["slow"] >= 0.02 > medians["fast"] >= 0.0
+    with pytest.raises(ValueError, match=r"^repeats: got 0; allowed: an int >= 1"):
+        jn.profiling.round_robin_medians({"a": lambda: None}, repeats=0)
