@@ -25,6 +25,8 @@ a pure function of (data key, epoch) computed inside the compiled code.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -146,20 +148,35 @@ class Runner:
         self.loop = loop
         self.traces = traces
         plan, indexed_step, scan_epochs = epoch_functions(
-            train_step_for(self.axis_name), geometry, traces, part=self.batch_part, constrain=self.constrain)
+            train_step_for(self.axis_name), geometry, traces, **self.placement())
+
+        def planned_step(state, xs, ys, idx, mask, i):
+            # Row i of the epoch's plan is taken inside the compiled step: indexing the
+            # plan from Python would dispatch two more computations per step.
+            return indexed_step(state, xs, ys, idx[i], mask[i])
+
         self._plan = self.compile(plan, state_arg=False)
-        self._step = self.compile(indexed_step)
+        self._step = self.compile(planned_step)
         self._scan_epochs = self.compile(scan_epochs)
+        def sum_steps(step_sums):
+            # The per-step sums of an epoch, added up in one call (not one call per key and step).
+            traces["step_sums"] = traces.get("step_sums", 0) + 1
+            return _sum_step_sums(step_sums)
+
+        self._sum_steps = self.compile(sum_steps, state_arg=False)
+        self._step_numbers: list | None = None
 
     # --- placement hooks (overridden per mode) ---------------------------------------
     axis_name: str | None = None
 
-    def batch_part(self, idx, mask):
-        """This device's rows of a global batch (all of them, except under pmap)."""
-        return idx, mask
+    def placement(self) -> dict[str, Callable | None]:
+        """``epoch_functions``' ``part`` and ``constrain`` for this mode (None: not needed).
 
-    def constrain(self, batch: dict) -> dict:
-        return batch
+        They are plain functions, not bound methods: the compiled functions hold them,
+        and the runner holds the compiled functions, so a method would make a reference
+        cycle that keeps every finished run's runner alive until the garbage collector runs.
+        """
+        return {"part": None, "constrain": None}
 
     def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
         return jax.jit(fn, donate_argnums=0 if state_arg else ())
@@ -193,18 +210,50 @@ class Runner:
             return state, self.host_sums(sums)
         from jaxnets.train import RUN_KEYS, add_sums
 
+        if self._step_numbers is None:  # placed once, on first use
+            self._step_numbers = [self.put_data(np.int32(i)) for i in range(self.geometry.steps_per_epoch)]
         run_totals = None
         for epoch in range(first_epoch, first_epoch + (num_epochs or 1)):
             idx, mask = self._plan(data_key, self.put_data(np.int32(epoch)))
-            totals = None
-            for i in range(self.geometry.steps_per_epoch):
-                state, sums = self._step(state, xs, ys, idx[i], mask[i])
-                totals = sums if totals is None else add_sums(totals, sums)
+            step_sums = []
+            for i in self._step_numbers:
+                state, sums = self._step(state, xs, ys, idx, mask, i)
+                step_sums.append(sums)
+            totals = self._sum_steps(step_sums)
             if run_totals is not None:
                 run_keys = [key for key in RUN_KEYS if key in totals]
                 totals.update(add_sums({k: run_totals[k] for k in run_keys}, {k: totals[k] for k in run_keys}))
             run_totals = totals
         return state, self.host_sums(run_totals)
+
+
+def _sum_step_sums(step_sums: list[dict]) -> dict:
+    """Sums of consecutive steps (minimum for ``first_*`` keys), per device under pmap."""
+    from jaxnets.train import FIRST_KEYS
+
+    return {key: (jnp.min if key in FIRST_KEYS else jnp.sum)(jnp.stack([s[key] for s in step_sums]), axis=0)
+            for key in step_sums[0]}
+
+
+def _device_rows(idx, mask, *, num_devices: int):
+    """Under pmap: this device's share of a global batch's rows (its axis index picks them)."""
+    rows = idx.shape[-1] // num_devices
+    start = jax.lax.axis_index(AXIS) * rows
+    return (jax.lax.dynamic_slice_in_dim(idx, start, rows, axis=-1),
+            jax.lax.dynamic_slice_in_dim(mask, start, rows, axis=-1))
+
+
+def _stack_over_devices(tree: Any, num_devices: int, sharding: NamedSharding) -> Any:
+    """One copy of each leaf per device, committed the way pmap's own outputs are laid out,
+    so the first call and every later one see the same input type (one trace)."""
+    def place(leaf):
+        if jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+            data = _stack_over_devices(jax.random.key_data(leaf), num_devices, sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        stacked = np.broadcast_to(np.asarray(jax.device_get(leaf)), (num_devices, *np.shape(leaf)))
+        return jax.device_put(stacked, sharding)
+
+    return jax.tree_util.tree_map(place, tree)
 
 
 class PmapRunner(Runner):
@@ -220,11 +269,8 @@ class PmapRunner(Runner):
         self.stacked = NamedSharding(data_mesh(self.devices), PartitionSpec(AXIS))
         super().__init__(*args, **kwargs)
 
-    def batch_part(self, idx, mask):
-        rows = idx.shape[-1] // self.num_devices
-        start = jax.lax.axis_index(AXIS) * rows
-        return (jax.lax.dynamic_slice_in_dim(idx, start, rows, axis=-1),
-                jax.lax.dynamic_slice_in_dim(mask, start, rows, axis=-1))
+    def placement(self) -> dict[str, Callable | None]:
+        return {"part": functools.partial(_device_rows, num_devices=self.num_devices), "constrain": None}
 
     def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
         if not state_arg:  # the batch plan is the same everywhere: compute it once
@@ -235,16 +281,7 @@ class PmapRunner(Runner):
                         donate_argnums=0)
 
     def put_state(self, state):
-        # Commit each replica to its device the way pmap's own outputs are laid out,
-        # so the first call and every later one see the same input type (one trace).
-        def place(leaf):
-            if jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
-                data = place(jax.random.key_data(leaf))
-                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-            stacked = np.broadcast_to(np.asarray(jax.device_get(leaf)), (self.num_devices, *np.shape(leaf)))
-            return jax.device_put(stacked, self.stacked)
-
-        return jax.tree_util.tree_map(place, state)
+        return _stack_over_devices(state, self.num_devices, self.stacked)
 
     def put_data(self, array):
         mesh = data_mesh(self.devices)
@@ -270,8 +307,8 @@ class ShardedRunner(Runner):
         self.rows = NamedSharding(self.mesh, PartitionSpec(AXIS))
         super().__init__(*args, **kwargs)
 
-    def constrain(self, batch: dict) -> dict:
-        return jax.lax.with_sharding_constraint(batch, self.rows)
+    def placement(self) -> dict[str, Callable | None]:
+        return {"part": None, "constrain": functools.partial(jax.lax.with_sharding_constraint, shardings=self.rows)}
 
     def compile(self, fn: Callable, *, state_arg: bool = True) -> Callable:
         if not state_arg:

@@ -37,6 +37,7 @@ def test_each_mode_traces_the_step_once_over_three_epochs(runs, mode, loop):
     result = runs[mode, loop]
     assert result.traces["train_step"] == 1
     assert result.traces["eval_step"] == 1
+    assert result.traces.get("step_sums", 0) == (1 if loop == "python" else 0)
     assert int(result.state.step) == 3 * 4
 
 
@@ -224,5 +225,32 @@ def test_one_all_reduce_in_the_sharded_step_too():
                                              data.x_train))
     xs, ys = runner.put_data(data.x_train), runner.put_data(data.y_train)
     idx, mask = runner._plan(runner.put_data(jax.random.key(0)), runner.put_data(np.int32(0)))
-    text = runner._step.lower(state, xs, ys, idx[0], mask[0]).compile().as_text()
+    text = runner._step.lower(state, xs, ys, idx, mask, runner.put_data(np.int32(0))).compile().as_text()
     assert text.count(" all-reduce(") + text.count(" all-reduce-start(") == 1
+
+
+@pytest.mark.parametrize("mode", ["none", "pmap", "sharded"])
+def test_a_finished_fit_frees_its_runner_without_the_garbage_collector(monkeypatch, mode):
+    """No reference cycle through the compiled functions: the runner (its compiled steps
+    and placed arrays) goes when fit returns, not at the next garbage collection."""
+    import gc
+    import weakref
+
+    import jaxnets.train as train_module
+
+    made = []
+
+    def recording(*args, **kwargs):
+        runner = make_runner(*args, **kwargs)
+        made.append(weakref.ref(runner))
+        return runner
+
+    monkeypatch.setattr(train_module, "make_runner", recording)
+    gc.disable()
+    try:
+        result = jn.fit(MLP(hidden=(4,), output_dim=3), blobs(), jn.optim.create("sgd", 0.1),
+                        jn.TrainConfig(epochs=2, batch_size=16, parallel=mode, loop="python"))
+        del result
+        assert len(made) == 1 and made[0]() is None
+    finally:
+        gc.enable()
