@@ -16,9 +16,10 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxnets as jn
-from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, conv, get_model
-from jaxnets.models.conv import (avg_pool, convolve, global_avg_pool, make_batch_norm,
-                                 make_dropout, max_pool)
+from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, conv, get_model, pooling, regularizers, windows
+from jaxnets.models.conv import convolve
+from jaxnets.models.pooling import avg_pool, global_avg_pool, max_pool
+from jaxnets.models.regularizers import make_batch_norm, make_dropout
 from jaxnets.tree import count_params, params_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,14 +249,14 @@ def test_fused_conv_max_pool_equals_conv_then_reduce_window_float64(shape, windo
     # Integer inputs and kernels: many exact ties inside the pooling windows.
     x = rng.integers(-1, 2, size=shape).astype(np.float64)
     w = rng.integers(-1, 2, size=(*window, shape[-1], c_out)).astype(np.float64)
-    per_example = math.prod(conv.conv_output_size(n, k, s, padding) for n, k, s in
+    per_example = math.prod(windows.conv_output_size(n, k, s, padding) for n, k, s in
                             zip(shape[1:-1], window, np.broadcast_to(strides, len(window)))) \
         * (math.prod(window) * shape[-1] + c_out) * 8
     monkeypatch.setattr(conv, "PATCH_CHUNK_BYTES", chunk * per_example)
     monkeypatch.setattr(conv, "PATCH_WHOLE_BATCH_BYTES", chunk * per_example)
     with jax.enable_x64(True):
         xx, ww = jnp.asarray(x), jnp.asarray(w)
-        assert conv._examples_per_chunk(xx, ww, conv._tuple_of(strides, len(window), "strides"), padding,
+        assert conv._examples_per_chunk(xx, ww, windows.as_tuple(strides, len(window), "strides"), padding,
                                         with_output=True) == chunk
 
         def reference(a, b):
@@ -456,7 +457,7 @@ def test_batch_norm_on_images_normalizes_per_channel():
     variables = layer.init(jax.random.key(0), jnp.asarray(x))
     _, updates = layer.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
     np.testing.assert_allclose(updates["batch_stats"]["mean"],
-                               (1 - conv.BATCH_NORM_MOMENTUM) * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+                               (1 - regularizers.BATCH_NORM_MOMENTUM) * x.mean(axis=(0, 1, 2)), rtol=1e-5)
 
 
 def _small_digits(n_train=256):
@@ -629,7 +630,7 @@ def test_digits_images_cnn_reaches_97_percent():
 # ---------------------------------------------------------------- docs and doctests
 
 
-@pytest.mark.parametrize("module", [conv, cnn], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [windows, conv, pooling, regularizers, cnn], ids=lambda m: m.__name__)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -32,14 +32,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import conv as conv_lib
-from jaxnets.models import register_model
+from jaxnets.models import pooling, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation, get_head
-from jaxnets.models.conv import (BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM, CONV_IMPLS,
-                                 POOL_IMPLS, Conv, Padding, check_rate, conv_output_size,
-                                 make_batch_norm, make_dropout, normalize_padding)
+from jaxnets.models.conv import CONV_IMPLS, Conv
 from jaxnets.models.initializers import get_initializer
 from jaxnets.models.linear import check_dense_fields
+from jaxnets.models.pooling import POOL_IMPLS
+from jaxnets.models.regularizers import (BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM, check_rate,
+                                         make_batch_norm, make_dropout)
+from jaxnets.models.windows import conv_output_size, normalize_padding
 
 #: Pooling after each convolution block.
 POOLS = ("max", "avg", None)
@@ -293,7 +294,7 @@ class CNN(nn.Module):
         # and backward) touch pool_size² times fewer values.
         pool_first = (self.pool == "max" and not self.batch_norm
                       and self.activation in POOL_COMMUTING_ACTIVATIONS)
-        pool = functools.partial(conv_lib.max_pool, window=self.pool_size, impl=self.pool_impl)
+        pool = functools.partial(pooling.max_pool, window=self.pool_size, impl=self.pool_impl)
         fused_pool = dict(max_pool_window=self.pool_size, pool_impl=self.pool_impl) if pool_first else {}
         for index, (features, kernel, stride, padding) in enumerate(per_layer):
             x = Conv(features, kernel, stride, padding, use_bias=not self.batch_norm,
@@ -306,8 +307,8 @@ class CNN(nn.Module):
             if self.pool == "max" and not pool_first:
                 x = pool(x)
             elif self.pool == "avg":
-                x = conv_lib.avg_pool(x, self.pool_size, impl=self.pool_impl)
-        x = conv_lib.global_avg_pool(x) if self.global_pool else x.reshape(x.shape[0], -1)
+                x = pooling.avg_pool(x, self.pool_size, impl=self.pool_impl)
+        x = pooling.global_avg_pool(x) if self.global_pool else x.reshape(x.shape[0], -1)
         for index, width in enumerate(self.dense):
             x = self._dropout(x, train)
             x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init, dtype=self.dtype,
