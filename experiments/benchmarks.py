@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnets as jn
+from jaxnets.host_memory import retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
 from jaxnets.profiling import block, compiled_flops, round_robin_medians
 
@@ -249,11 +250,24 @@ def cnn_step(repeats: int, processes: int = PROCESSES) -> dict:
                                         "step_gflop", "goal_ratio_vs_torch_eager") if key in runs[0]}
     out["processes"] = processes
     out["steps_per_s_per_process"] = [run["steps_per_s"] for run in runs]
+    out["minor_page_faults_per_step_per_process"] = [run["minor_page_faults_per_step"] for run in runs]
+    out["temp_mib"] = runs[0]["temp_mib"]
     for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager"):
         if key in runs[0]:
             out[key] = float(np.median([run[key] for run in runs]))
             out[key + "_spread"] = spread([run[key] for run in runs])
     return out
+
+
+def minor_faults(run: Callable[[], None]) -> int:
+    """Minor page faults this process takes during one ``run()`` (Unix; 0 elsewhere)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def cnn_step_worker(repeats: int, steps: int = 5) -> dict:
@@ -288,13 +302,18 @@ def cnn_step_worker(repeats: int, steps: int = 5) -> dict:
     candidates["hand_jax"] = hand
     times = round_robin_with_torch(candidates, "cnn", steps, repeats=repeats)
     per_step = {name: t / steps for name, t in times.items()}
+    faults = {name: minor_faults(candidates[name]) / steps for name in ("jaxnets_auto", "hand_jax")}
     default_impl = "auto"  # the library default: patch GEMMs on CPU, XLA convolutions elsewhere
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
            "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
            "default_conv_impl": default_impl,
            "ratio_vs_hand_jax": per_step["hand_jax"] / per_step[f"jaxnets_{default_impl}"],
            "goal_ratio_vs_hand_jax": 0.95,
-           "step_gflop": compiled_flops(step_fn, box[default_impl], jbatch) / 1e9}
+           "step_gflop": compiled_flops(step_fn, box[default_impl], jbatch) / 1e9,
+           # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
+           # mmap threshold maps them afresh on every call (jaxnets.host_memory).
+           "minor_page_faults_per_step": faults,
+           "temp_mib": step.lower(box[default_impl], jbatch).compile().memory_analysis().temp_size_in_bytes / 2**20}
     if "torch_eager" in per_step:
         out["ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step[f"jaxnets_{default_impl}"]
         out["goal_ratio_vs_torch_eager"] = 1.0
@@ -630,6 +649,8 @@ BENCHMARKS = {"mlp_step": mlp_step, "cnn_step": cnn_step, "tiny_fused": tiny_fus
 
 
 MULTI_PROCESS = ("cnn_step", "data_parallel")
+#: Set (by --default-malloc) for this process and its workers: keep glibc's defaults.
+DEFAULT_MALLOC_ENV = "JAXNETS_BENCHMARK_DEFAULT_MALLOC"
 
 
 def table(results: list[dict]) -> str:
@@ -687,10 +708,16 @@ def main(argv=None) -> int:
                         help="write the table into docs/execution.md (between its markers)")
     parser.add_argument("--worker-data-parallel", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-cnn", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's mmap/trim thresholds alone (by default every process of the "
+                             "benchmark, PyTorch's included, keeps freed memory: jaxnets.host_memory)")
     parser.add_argument("--worker-torch", choices=("mlp", "cnn"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
+    if args.default_malloc:
+        os.environ[DEFAULT_MALLOC_ENV] = "1"  # the worker processes inherit the choice
+    retained = False if os.environ.get(DEFAULT_MALLOC_ENV) else retain_freed_memory()
     processes = 1 if args.quick else args.processes
     if repeats < 1 or processes < 1:
         parser.error(f"--repeats, --processes: got {repeats}, {processes}; allowed: integers >= 1")
@@ -713,7 +740,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "repeats": repeats,
-            "processes": processes,
+            "processes": processes, "host_memory_retained": retained,
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(out / "results.json", {"meta": meta, "results": results})
     atomic_write_text(out / "table.md", table(results))
@@ -734,7 +761,9 @@ def update_docs(out: Path) -> None:
             f"{meta['backend']} ({meta['device']}), {meta['cpu_count']} CPU cores, JAX {meta['jax']}, "
             f"medians of {meta['repeats']} repeats"
             + (f"; the CNN and data-parallel rows in {meta['processes']} fresh processes each"
-               if meta.get("processes", 1) > 1 else "") + ".\n\n")
+               if meta.get("processes", 1) > 1 else "")
+            + ("; every process keeps freed host memory (`jaxnets.host_memory`)"
+               if meta.get("host_memory_retained") else "") + ".\n\n")
     replace_marked_block(ROOT / "docs" / "execution.md", "benchmarks", head + table(saved["results"]))
     print("updated docs/execution.md")
 

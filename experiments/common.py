@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxnets.host_memory import retain_freed_memory
 from jaxnets.io import atomic_write_bytes, atomic_write_json, atomic_write_text, replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,7 @@ def main_for(run: Callable[..., dict], name: str, doc: str | None,
     parser.add_argument("--update-docs", action="store_true",
                         help=f"write the headline table into docs/experiments/{name}.md between its markers")
     args = parser.parse_args()
+    retain_freed_memory()  # an experiment owns its process (jaxnets.host_memory)
     started = time.perf_counter()
     results = run(quick=not args.full, out=args.out)
     seconds = time.perf_counter() - started

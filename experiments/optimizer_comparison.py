@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxnets import compare, report
+from jaxnets.host_memory import retain_freed_memory
 
 QUICK_OUT = Path("results/optimizer_comparison")
 FULL_OUT = Path("results/optimizer_comparison_full")
@@ -451,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="tail index and sharpness of SGD and Adam (Zhou et al. 2020) at the learning rates "
                              "the quick comparison chose (run it first)")
     args = parser.parse_args(argv)
+    retain_freed_memory()  # an experiment owns its process (jaxnets.host_memory)
     if args.seeds < 2:
         print(f"optimizer_comparison: error: --seeds: got {args.seeds}; allowed: an integer >= 2", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import optim, stats
+from jaxnets.host_memory import retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
 
 OUT = Path("results/wilson")
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=DRAWS)
     parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args(argv)
+    retain_freed_memory()  # an experiment owns its process (jaxnets.host_memory)
     results = sweep(args.out, draws=args.draws, steps=args.steps)
     print(render(results))
     print(f"report: {args.out / 'report.md'}")

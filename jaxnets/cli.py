@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from jaxnets.host_memory import retain_freed_memory
+
 USAGE_ERROR = 2
 
 
@@ -438,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_join_negative_numbers(argv))
         if args.command == "list":
             return run_list()
+        # This process trains: keep freed host memory for reuse (jaxnets.host_memory).
+        retain_freed_memory()
         if args.command == "compare":
             from jaxnets.compare_cli import run_compare
             return run_compare(args)
