@@ -8,6 +8,11 @@ step does; ``python -m experiments.benchmarks`` counts its faults per step). Rai
 and trim thresholds makes glibc keep such blocks in its heap and hand the same, already
 mapped pages to the next call.
 
+Blocks larger than the heap of one of glibc's per-thread arenas (64 MiB on 64-bit Linux)
+are mapped afresh whatever the threshold when a worker thread allocates them (XLA's
+executions run on worker threads); the environment variable ``MALLOC_ARENA_MAX=1`` keeps
+those too, at the price of one arena for every thread.
+
 This changes the whole process's allocator, so jaxnets never does it on import: its
 command-line tools and experiment scripts call ``retain_freed_memory()`` at start-up, and a
 script of yours may too. The cost is that memory freed by the process stays mapped
