@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.models.initializers import INITIALIZERS, get_initializer
-from jaxnets.models.pooling import POOL_IMPLS, first_max_index, max_pool, window_axes, window_rank
+from jaxnets.models.pooling import POOL_IMPLS, first_max_chosen, first_max_index, max_pool, window_axes
 from jaxnets.models.windows import (Padding, as_tuple, conv_output_size, explicit_padding, is_int,
                                     normalize_padding, shifted_views)
 
@@ -437,12 +437,11 @@ def _patches_conv_pool_backward(strides, padding, window, chunk, residuals, dy):
     x, kernel, index = residuals
     conv_shape = [conv_output_size(n, k, s, padding)
                   for n, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides)]
-    rank = window_rank(window, index.dtype)
     axes = window_axes(len(window))
 
     def unpool(dyc, ic):
         # ∂z: ∂y at each window's first maximum, 0 elsewhere (and on a dropped remainder).
-        blocks = jnp.where(rank == jnp.expand_dims(ic, axes), jnp.expand_dims(dyc, axes),
+        blocks = jnp.where(first_max_chosen(ic, window), jnp.expand_dims(dyc, axes),
                            jnp.zeros((), dyc.dtype))
         dz = blocks.reshape(dyc.shape[0], *(o * k for o, k in zip(dyc.shape[1:-1], window)), dyc.shape[-1])
         missing = [c - d for c, d in zip(conv_shape, dz.shape[1:-1])]

@@ -9,6 +9,7 @@ row-major order when entries tie, as reduce_window, Flax and PyTorch do
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Sequence
 
@@ -80,21 +81,6 @@ def window_rank(window: tuple[int, ...], dtype) -> Array:
     return jnp.arange(math.prod(window), dtype=dtype).reshape(window).reshape(shape)
 
 
-def _first_max_mask(blocks: Array, ndim: int) -> Array:
-    """True at the first maximum of each window, in row-major window order.
-
-    Each window position gets its rank a·k_2 + b; among the positions equal to the
-    window's maximum the smallest rank wins, so exactly one entry per window is
-    True (the one reduce_window's gradient also picks).
-    """
-    axes = window_axes(ndim)
-    window = tuple(blocks.shape[a] for a in axes)
-    rank = window_rank(window, jnp.int32)
-    is_max = blocks == jnp.max(blocks, axis=axes, keepdims=True)
-    ranked = jnp.where(is_max, rank, math.prod(window))
-    return ranked == jnp.min(ranked, axis=axes, keepdims=True)
-
-
 @jax.custom_jvp
 def _max_blocks(blocks: Array) -> Array:
     ndim = (blocks.ndim - 2) // 2
@@ -107,11 +93,19 @@ def _max_blocks_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Arra
     # (not split among ties as jnp.max's rule does), so values AND gradients match
     # lax.reduce_window (flax.linen.max_pool) and PyTorch's max_pool.
     (blocks,), (tangent,) = primals, tangents
-    ndim = (blocks.ndim - 2) // 2
-    axes = window_axes(ndim)
-    mask = _first_max_mask(blocks, ndim)
+    axes = window_axes((blocks.ndim - 2) // 2)
+    window = tuple(blocks.shape[a] for a in axes)
+
+    def position(offset):  # the entries at one window position, in row-major window order
+        index = [slice(None)] * blocks.ndim
+        for axis, p in zip(axes, offset):
+            index[axis] = p
+        return blocks[tuple(index)]
+
+    views = [position(offset) for offset in itertools.product(*(range(k) for k in window))]
+    chosen = first_max_chosen(first_max_index(views), window)
     return (jnp.max(blocks, axis=axes),
-            jnp.sum(jnp.where(mask, tangent, jnp.zeros_like(tangent)), axis=axes))
+            jnp.sum(jnp.where(chosen, tangent, jnp.zeros_like(tangent)), axis=axes))
 
 
 def _pool_views(x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Padding,
@@ -133,12 +127,8 @@ def _max_of_views(*views: Array) -> Array:
 def _max_of_views_jvp(primals: tuple[Array, ...], tangents: tuple[Array, ...]) -> tuple[Array, Array]:
     # The tangent of the FIRST maximum in window order (a strict ">" keeps the
     # earlier of two equal values): the same first-maximum rule as the other paths.
-    best, tangent = primals[0], tangents[0]
-    for view, view_tangent in zip(primals[1:], tangents[1:]):
-        later_is_larger = view > best
-        best = jnp.where(later_is_larger, view, best)
-        tangent = jnp.where(later_is_larger, view_tangent, tangent)
-    return _max_of_views(*primals), tangent
+    index = first_max_index(primals).astype(jnp.int32)  # select_n takes int32 (or bool) cases
+    return _max_of_views(*primals), lax.select_n(index, *tangents)
 
 
 def first_max_index(views: Sequence[Array]) -> Array:
@@ -150,6 +140,11 @@ def first_max_index(views: Sequence[Array]) -> Array:
         best = jnp.where(later_is_larger, view, best)
         index = jnp.where(later_is_larger, jnp.asarray(i, dtype), index)
     return index
+
+
+def first_max_chosen(index: Array, window: tuple[int, ...]) -> Array:
+    """True at each window's first maximum, as (N, o_1, k_1, o_2, k_2, C) blocks, from its index."""
+    return window_rank(window, index.dtype) == jnp.expand_dims(index, window_axes(len(window)))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -169,12 +164,10 @@ def _max_pool_tiled_jvp(window: tuple[int, ...], primals: tuple[Array], tangents
     (x,), (tangent,) = primals, tangents
     out = [n // k for n, k in zip(x.shape[1:-1], window)]
     views = shifted_views(x, window, window, out)
-    index = first_max_index(views)
-    axes = window_axes(len(window))
-    chosen = window_rank(window, index.dtype) == jnp.expand_dims(index, axes)
+    chosen = first_max_chosen(first_max_index(views), window)
     blocks = _blocks(tangent, window)
     return (functools.reduce(jnp.maximum, views),
-            jnp.sum(jnp.where(chosen, blocks, jnp.zeros_like(blocks)), axis=axes))
+            jnp.sum(jnp.where(chosen, blocks, jnp.zeros_like(blocks)), axis=window_axes(len(window))))
 
 
 def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[int] | None = None,
