@@ -26,7 +26,6 @@ a pure function of (data key, epoch) computed inside the compiled code.
 from __future__ import annotations
 
 import functools
-
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -158,10 +157,14 @@ class Runner:
         self._plan = self.compile(plan, state_arg=False)
         self._step = self.compile(planned_step)
         self._scan_epochs = self.compile(scan_epochs)
+
         def sum_steps(step_sums):
-            # The per-step sums of an epoch, added up in one call (not one call per key and step).
+            # The per-step sums of an epoch, added up in one call (not one call per key and
+            # step); per device under pmap, hence the steps' axis only.
+            from jaxnets.train import reduce_step_sums  # avoid an import cycle
+
             traces["step_sums"] = traces.get("step_sums", 0) + 1
-            return _sum_step_sums(step_sums)
+            return reduce_step_sums({key: jnp.stack([s[key] for s in step_sums]) for key in step_sums[0]}, axis=0)
 
         self._sum_steps = self.compile(sum_steps, state_arg=False)
         self._step_numbers: list | None = None
@@ -225,14 +228,6 @@ class Runner:
                 totals.update(add_sums({k: run_totals[k] for k in run_keys}, {k: totals[k] for k in run_keys}))
             run_totals = totals
         return state, self.host_sums(run_totals)
-
-
-def _sum_step_sums(step_sums: list[dict]) -> dict:
-    """Sums of consecutive steps (minimum for ``first_*`` keys), per device under pmap."""
-    from jaxnets.train import FIRST_KEYS
-
-    return {key: (jnp.min if key in FIRST_KEYS else jnp.sum)(jnp.stack([s[key] for s in step_sums]), axis=0)
-            for key in step_sums[0]}
 
 
 def _device_rows(idx, mask, *, num_devices: int):

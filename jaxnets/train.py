@@ -235,9 +235,10 @@ def make_train_step(objective: Objective, axis_name: str | None = None, nonfinit
     return train_step
 
 
-def reduce_step_sums(sums: dict) -> dict:
-    """Sums of a stack of steps: summed, except ``first_*`` keys, which take the minimum."""
-    return {key: (jnp.min if key in FIRST_KEYS else jnp.sum)(value) for key, value in sums.items()}
+def reduce_step_sums(sums: dict, axis: int | None = None) -> dict:
+    """Sums of a stack of steps: summed, except ``first_*`` keys, which take the minimum
+    (over ``axis``, the steps' axis; None: every axis)."""
+    return {key: (jnp.min if key in FIRST_KEYS else jnp.sum)(value, axis=axis) for key, value in sums.items()}
 
 
 def add_sums(total: dict, new: dict) -> dict:
