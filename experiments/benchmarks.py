@@ -389,13 +389,13 @@ def torch_cnn_runner(x, y, steps) -> Callable[[], None]:
 def tiny_fused(repeats: int, epochs: int = 2000) -> dict:
     """XOR-sized MLP, batch 4: fit's Python loop vs its scan-fused loop vs a hand-written scan."""
     from jaxnets.parallel import make_runner
-    from jaxnets.train import batch_geometry
+    from jaxnets.epochs import batch_geometry
 
     data = jn.data.load("xor")
     model = jn.models.MLP(hidden=(8,), output_dim=1)
     objective = jn.objective_for("binary")
     config = jn.TrainConfig(epochs=epochs, batch_size=4)
-    geometry = batch_geometry(4, config)
+    geometry = batch_geometry(4, config.batch_size, shuffle=config.shuffle, drop_remainder=config.drop_remainder)
     tx = jn.optim.create("sgd", 0.1)
     xs, ys = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     key = jax.random.key(0)
@@ -487,7 +487,7 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from jaxnets.parallel import data_mesh, make_runner
-    from jaxnets.train import batch_geometry
+    from jaxnets.epochs import batch_geometry
 
     devices = jax.device_count()
     rng = np.random.default_rng(0)
@@ -499,7 +499,7 @@ def data_parallel_worker(repeats: int, steps: int = 10) -> dict:
     objective = jn.objective_for("multiclass")
     tx = jn.optim.create("momentum", 0.01, momentum=0.9)
     config = jn.TrainConfig(epochs=1, batch_size=batch, shuffle=False)
-    geometry = batch_geometry(n, config)
+    geometry = batch_geometry(n, config.batch_size, shuffle=config.shuffle, drop_remainder=config.drop_remainder)
     box, candidates, runners = {}, {}, {}
     for mode in ("none", "pmap", "sharded"):
         runner = make_runner(mode, lambda axis, mode=mode: jn.make_train_step(

@@ -44,7 +44,7 @@ import numpy as np
 import optax
 
 import jaxnets as jn
-from jaxnets.train import run_keys
+from jaxnets.state import run_keys
 
 if __package__ in (None, ""):  # run as a file: make ``experiments`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -11,26 +11,20 @@ where it is called.
 """
 from jaxnets import data, losses, metrics, models, optim, tree
 from jaxnets.objective import Objective, objective_for
-from jaxnets.train import (
-    CheckpointConfig,
-    FitResult,
-    NonFiniteError,
-    Preempted,
-    TrainConfig,
-    TrainState,
-    create_state,
-    evaluate,
-    fit,
-    make_eval_step,
-    make_train_step,
-)
+from jaxnets.callbacks import EarlyStopping
+from jaxnets.inference import SavedModel, load_model, predict, save_model
+from jaxnets.version import __version__
+from jaxnets.config import CheckpointConfig, TrainConfig
+from jaxnets.evaluation import evaluate
+from jaxnets.state import TrainState, create_state
+from jaxnets.steps import make_eval_step, make_train_step
+from jaxnets.train import FitResult, NonFiniteError, Preempted, fit
 
-__version__ = "0.1.0"
 
 __all__ = [
     "data", "losses", "metrics", "models", "optim", "tree",
     "Objective", "objective_for",
-    "CheckpointConfig", "FitResult", "NonFiniteError", "Preempted", "TrainConfig", "TrainState", "create_state", "evaluate", "fit",
+    "EarlyStopping", "SavedModel", "load_model", "predict", "save_model", "CheckpointConfig", "FitResult", "NonFiniteError", "Preempted", "TrainConfig", "TrainState", "create_state", "evaluate", "fit",
     "make_eval_step", "make_train_step",
     "__version__",
 ]

@@ -45,7 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxnets.io import atomic_write_json, to_jsonable
-from jaxnets.train import TrainState
+from jaxnets.state import TrainState
 from jaxnets.tree import path_to_str
 
 #: Version tag written into every manifest; restore refuses other formats.
@@ -98,7 +98,7 @@ class CheckpointManager:
 
     >>> import tempfile, jax.numpy as jnp, optax
     >>> from jaxnets.models import MLP
-    >>> from jaxnets.train import create_state
+    >>> from jaxnets.state import create_state
     >>> state = create_state(MLP(hidden=(3,), output_dim=2), optax.sgd(0.1), jnp.zeros((1, 4)))
     >>> manager = CheckpointManager(tempfile.mkdtemp(), keep=2)
     >>> manager.save(state, metadata={"epoch": 0}).name

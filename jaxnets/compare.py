@@ -29,7 +29,7 @@ schedule for every arm:
    (``0 .. S−1``, disjoint from the selection seeds ``SELECTION_SEED_OFFSET + i``)
    as one population and evaluated on train, validation and test after every
    ``eval_every`` epochs. Seed s gives the same initialization and the same
-   data order (``jaxnets.train.run_keys``) in every arm, so arms are paired by seed.
+   data order (``jaxnets.state.run_keys``) in every arm, so arms are paired by seed.
 5. **Statistics** (``jaxnets.stats``). Per arm, over seeds: final and best test
    accuracy, final training loss and accuracy, generalization gap (train minus
    test accuracy), epochs until the training loss first reaches ``target_loss``;
@@ -64,7 +64,10 @@ from jaxnets.data import Dataset
 from jaxnets.io import atomic_write_json
 from jaxnets.objective import objective_for
 from jaxnets.population import PopulationResult, create_population, fit_population
-from jaxnets.train import Evaluator, TrainConfig, check_arrays, steps_for
+from jaxnets.config import TrainConfig
+from jaxnets.epochs import steps_for
+from jaxnets.evaluation import Evaluator
+from jaxnets.train import check_arrays
 from jaxnets.tree import params_sha256
 
 #: Version tag of the results layout written by :func:`run_comparison`.

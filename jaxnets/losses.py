@@ -21,12 +21,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import TASKS
 from jaxnets.tree import is_weight_path
 
 Array = jax.Array
 
-#: The tasks a dataset/objective can have.
-TASKS = ("regression", "binary", "multiclass")
 
 #: Default clipping for the losses on probabilities: p is kept in [eps, 1 − eps].
 DEFAULT_EPS = 1e-7
@@ -211,6 +210,19 @@ LOSSES: dict[str, Callable[[Array, Array], Array]] = {
     "binary_cross_entropy_probs": binary_cross_entropy,
     "cross_entropy_probs": categorical_cross_entropy,
 }
+
+#: The tasks each built-in loss is meaningful for (anything else is refused before
+#: training: e.g. softmax cross-entropy over one output is 0 whatever the weights).
+LOSS_TASKS: dict[str, tuple[str, ...]] = {
+    "mse": ("regression", "binary"),
+    "half_mse": ("regression", "binary"),
+    "binary_cross_entropy": ("binary",),
+    "cross_entropy": ("multiclass",),
+    "binary_cross_entropy_probs": ("binary",),
+    "cross_entropy_probs": ("multiclass",),
+}
+#: The losses on probabilities, and the heads that produce them.
+PROBABILITY_LOSSES = {"binary_cross_entropy_probs": "sigmoid", "cross_entropy_probs": "softmax"}
 
 _DEFAULT_LOSSES = {"regression": "mse", "binary": "binary_cross_entropy",
                    "multiclass": "cross_entropy"}

@@ -26,33 +26,17 @@ a pure function of (data key, epoch) computed inside the compiled code.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from jaxnets.epochs import Geometry, carry_run_keys, epoch_functions, reduce_step_sums
+
 MODES = ("none", "pmap", "sharded")
 AXIS = "data"
-
-
-class Geometry(NamedTuple):
-    """How one epoch is cut into batches.
-
-    Attributes:
-      num_examples: training rows n.
-      batch_size: global rows per step B (including masked padding).
-      steps_per_epoch: ⌈n/B⌉ (or ⌊n/B⌋ with drop_remainder).
-      shuffle: draw a new order every epoch.
-      drop_remainder: drop a last partial batch instead of masking it.
-    """
-
-    num_examples: int
-    batch_size: int
-    steps_per_epoch: int
-    shuffle: bool
-    drop_remainder: bool
 
 
 def check_mode(mode: str) -> str:
@@ -76,63 +60,6 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
     """
     devices = list(jax.devices() if devices is None else devices)
     return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
-
-
-def epoch_functions(train_step: Callable, geometry: Geometry, traces: dict[str, int], *,
-                    part: Callable | None = None, constrain: Callable | None = None):
-    """The three uncompiled pieces every runner (and the population engine) compiles.
-
-    Returns ``(plan, indexed_step, scan_epochs)``:
-      plan(data_key, epoch) -> (idx, mask) of the whole epoch;
-      indexed_step(state, xs, ys, idx_row, mask_row) -> (state, sums): one step on those rows;
-      scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs) -> (state, sums of the last
-        epoch): ``num_epochs`` epochs in one call, each a ``lax.scan`` over its batches, inside a
-        ``fori_loop`` whose trip count is traced (so any number of epochs reuses one compile).
-    ``part`` picks this device's rows of a global batch (pmap); ``constrain`` annotates the
-    batch's sharding (sharded jit).
-    """
-    from jaxnets.train import RUN_KEYS, add_sums, epoch_plan, reduce_step_sums  # avoid an import cycle
-
-    g = geometry
-
-    def plan(data_key, epoch):
-        return epoch_plan(data_key, epoch, g.num_examples, g.batch_size,
-                          shuffle=g.shuffle, drop_remainder=g.drop_remainder)
-
-    def indexed_step(state, xs, ys, idx, mask):
-        traces["train_step"] = traces.get("train_step", 0) + 1
-        if part is not None:
-            idx, mask = part(idx, mask)
-        batch = {"x": xs[idx], "y": ys[idx], "mask": mask}
-        return train_step(state, constrain(batch) if constrain is not None else batch)
-
-    def scan_epoch(state, xs, ys, data_key, epoch):
-        idx, mask = plan(data_key, epoch)
-        state, sums = jax.lax.scan(lambda s, row: indexed_step(s, xs, ys, *row), state, (idx, mask))
-        return state, reduce_step_sums(sums)
-
-    def scan_epochs(state, xs, ys, data_key, first_epoch, num_epochs):
-        traces["epoch"] = traces.get("epoch", 0) + 1
-        if num_epochs is None:  # exactly one epoch: no loop around it
-            return scan_epoch(state, xs, ys, data_key, first_epoch)
-        # The loop carries the last epoch's sums: start from zeros of their shape, found
-        # by abstract evaluation of the raw step (compiles nothing, counts no trace).
-        idx, mask = plan(data_key, first_epoch)
-        rows = idx[0] if part is None else part(idx[0], mask[0])[0]
-        sums_shape = jax.eval_shape(lambda s: train_step(s, {"x": xs[rows], "y": ys[rows], "mask": mask[0][:rows.shape[0]]})[1],
-                                    state)
-        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), sums_shape)
-
-        def body(epoch, carry):
-            state, sums = scan_epoch(carry[0], xs, ys, data_key, epoch)
-            # Non-finite counters cover the whole call; the other sums describe its last epoch.
-            run_keys = [key for key in RUN_KEYS if key in sums]
-            carried = add_sums({k: carry[1][k] for k in run_keys}, {k: sums[k] for k in run_keys})
-            return state, {**sums, **carried}
-
-        return jax.lax.fori_loop(first_epoch, first_epoch + num_epochs, body, (state, zeros))
-
-    return plan, indexed_step, scan_epochs
 
 
 class Runner:
@@ -161,8 +88,6 @@ class Runner:
         def sum_steps(step_sums):
             # The per-step sums of an epoch, added up in one call (not one call per key and
             # step); per device under pmap, hence the steps' axis only.
-            from jaxnets.train import reduce_step_sums  # avoid an import cycle
-
             traces["step_sums"] = traces.get("step_sums", 0) + 1
             return reduce_step_sums({key: jnp.stack([s[key] for s in step_sums]) for key in step_sums[0]}, axis=0)
 
@@ -194,8 +119,9 @@ class Runner:
         """One copy of the state (for evaluation, checkpoints and the caller)."""
         return state
 
-    def host_sums(self, sums) -> dict[str, float]:
-        return {key: float(value) for key, value in jax.device_get(sums).items()}
+    def host_sums(self, sums) -> dict[str, Any]:
+        """Sums as Python floats (``step_loss``: a list, one per step)."""
+        return {key: _to_host(value) for key, value in jax.device_get(sums).items()}
 
     # --- running ------------------------------------------------------------------------
     def run_epochs(self, state, xs, ys, data_key, first_epoch: int, num_epochs: int | None = None):
@@ -211,8 +137,6 @@ class Runner:
             count = None if num_epochs is None else self.put_data(np.int32(num_epochs))
             state, sums = self._scan_epochs(state, xs, ys, data_key, first, count)
             return state, self.host_sums(sums)
-        from jaxnets.train import RUN_KEYS, add_sums
-
         if self._step_numbers is None:  # placed once, on first use
             self._step_numbers = [self.put_data(np.int32(i)) for i in range(self.geometry.steps_per_epoch)]
         run_totals = None
@@ -223,11 +147,13 @@ class Runner:
                 state, sums = self._step(state, xs, ys, idx, mask, i)
                 step_sums.append(sums)
             totals = self._sum_steps(step_sums)
-            if run_totals is not None:
-                run_keys = [key for key in RUN_KEYS if key in totals]
-                totals.update(add_sums({k: run_totals[k] for k in run_keys}, {k: totals[k] for k in run_keys}))
-            run_totals = totals
+            run_totals = totals if run_totals is None else carry_run_keys(run_totals, totals)
         return state, self.host_sums(run_totals)
+
+
+def _to_host(value) -> float | list[float]:
+    value = np.asarray(value)
+    return float(value) if value.ndim == 0 else value.tolist()
 
 
 def _device_rows(idx, mask, *, num_devices: int):
@@ -285,9 +211,9 @@ class PmapRunner(Runner):
     def get_state(self, state):
         return jax.tree_util.tree_map(lambda leaf: leaf[0], state)
 
-    def host_sums(self, sums) -> dict[str, float]:
+    def host_sums(self, sums) -> dict[str, Any]:
         # Sums were psum-ed inside the step: every device holds the global value.
-        return {key: float(value[0]) for key, value in jax.device_get(sums).items()}
+        return {key: _to_host(value[0]) for key, value in jax.device_get(sums).items()}
 
 
 class ShardedRunner(Runner):
@@ -401,5 +327,5 @@ def device_summary() -> dict[str, Any]:
             "process_count": jax.process_count(), "process_index": jax.process_index()}
 
 
-__all__ = ["MODES", "AXIS", "Geometry", "epoch_functions", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
+__all__ = ["MODES", "AXIS", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
            "data_mesh", "replicate_global", "local_copy", "initialize_distributed", "check_batch_divisible", "check_mode", "device_summary"]

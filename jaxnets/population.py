@@ -30,11 +30,13 @@ import numpy as np
 import optax
 
 from jaxnets import optim
+from jaxnets.config import TrainConfig
 from jaxnets.data import Dataset
-from jaxnets.objective import objective_for
-from jaxnets.parallel import epoch_functions
-from jaxnets.train import (Evaluator, TrainConfig, TrainState, _largest_split, batch_geometry, check_arrays,
-                           create_state, make_train_step, run_keys)
+from jaxnets.epochs import epoch_functions
+from jaxnets.evaluation import Evaluator
+from jaxnets.state import TrainState, create_state, run_keys
+from jaxnets.steps import make_train_step
+from jaxnets.train import prepare
 from jaxnets.tree import count_params
 
 
@@ -118,25 +120,17 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
         raise ValueError(f"parallel: got {config.parallel!r}; allowed: 'none' for populations "
                          "(the member axis is the parallel axis)")
     started = time.perf_counter()
-    objective = objective_for(data.task, loss=config.loss, head=config.head, l1=config.l1, l2=config.l2)
-    x_train, y_train = check_arrays(data.x_train, data.y_train, "train")
-    geometry = batch_geometry(int(x_train.shape[0]), config)
+    run = prepare(model, data, tx, config)
     seeds = [int(s) for s in seeds]
-    state = create_population(model, tx, x_train, seeds, hyperparams)
+    state = create_population(model, tx, run.x_train, seeds, hyperparams)
     data_keys = jax.vmap(lambda seed: run_keys(seed).data)(jnp.asarray(seeds, dtype=jnp.int32))
 
     traces: dict[str, int] = {}
-    _, _, scan_epochs = epoch_functions(make_train_step(objective), geometry, traces)
+    _, _, scan_epochs = epoch_functions(make_train_step(run.objective), run.geometry, traces)
     run_epoch = jax.jit(jax.vmap(scan_epochs, in_axes=(0, None, None, 0, None, None)), donate_argnums=0)
-    xs, ys = jax.device_put(x_train), jax.device_put(y_train)
-
-    evaluator = Evaluator(objective, max(1, min(config.eval_batch_size, _largest_split(data))), traces,
-                          members=True)
-    splits = [("train_", x_train, y_train)] if config.eval_train else []
-    if data.num_val:
-        splits.append(("val_", *check_arrays(data.x_val, data.y_val, "val")))
-    if data.num_test:
-        splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
+    xs, ys = jax.device_put(run.x_train), jax.device_put(run.y_train)
+    evaluator = Evaluator(run.objective, run.eval_batch_size, traces, members=True)
+    splits = run.splits
 
     members = [{"seed": seed, **{name: float(np.asarray(values)[i]) for name, values in (hyperparams or {}).items()}}
                for i, seed in enumerate(seeds)]

@@ -1,4 +1,5 @@
 """Data parallelism on 4 simulated CPU devices: pmap == sharded == one device, one trace each."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 
 import jaxnets as jn
 from jaxnets.models import MLP
-from jaxnets.parallel import Geometry, PmapRunner, data_mesh, make_runner
-from jaxnets.train import make_train_step
+from jaxnets.epochs import Geometry, batch_geometry
+from jaxnets.parallel import PmapRunner, data_mesh, make_runner
+from jaxnets.steps import make_train_step
 from tests.helpers.problems import blobs
 
 assert jax.device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
@@ -138,26 +140,41 @@ def test_full_batch_is_padded_to_a_multiple_of_the_devices(mode):
     assert max_diff(result.state.params, single.state.params) < 1e-5
 
 
-def test_batch_norm_statistics_are_averaged_over_devices():
-    """Running means under pmap are the mean of the per-device batch statistics (pmean)."""
-    import flax.linen as nn
+class BNNet(nn.Module):
+    """A researcher's own batch-norm module; ``batch_norm_axis_name`` lets fit synchronize it under pmap."""
+    batch_norm_axis_name: str | None = None
 
-    class BNNet(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            x = nn.Dense(8)(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
-            return nn.Dense(3)(nn.relu(x))
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(8)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.5, axis_name=self.batch_norm_axis_name)(x)
+        return nn.Dense(3)(nn.relu(x))
 
+
+def test_batch_norm_uses_global_batch_statistics_in_every_mode():
+    """One device, pmap and sharded jit normalize with the same (global-batch) statistics."""
     data = blobs(n=48)
     config = dict(epochs=2, batch_size=16, shuffle=False)
     results = {mode: jn.fit(BNNet(), data, jn.optim.create("sgd", 0.05), jn.TrainConfig(parallel=mode, **config))
-               for mode in ("pmap", "sharded")}
-    for result in results.values():
-        stats = result.state.model_state["batch_stats"]
+               for mode in ("none", "pmap", "sharded")}
+    for mode in ("pmap", "sharded"):
+        stats = results[mode].state.model_state["batch_stats"]
         assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(stats))
-    # pmap normalizes with per-device statistics, sharded with global ones: close, not equal.
-    assert max_diff(results["pmap"].state.params, results["sharded"].state.params) < 5e-2
+        assert max_diff(results[mode].state.params, results["none"].state.params) < 1e-5
+        assert max_diff(results[mode].state.model_state, results["none"].state.model_state) < 1e-5
+        assert abs(results[mode].final["test_loss"] / results["none"].final["test_loss"] - 1) < 1e-5
+
+
+def test_pmap_refuses_batch_norm_it_cannot_synchronize():
+    class Unsynchronized(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3)(nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x)))
+
+    with pytest.raises(ValueError, match="^parallel: got 'pmap'; allowed: 'sharded' for Unsynchronized") as info:
+        jn.fit(Unsynchronized(), blobs(n=48), jn.optim.create("sgd", 0.05),
+               jn.TrainConfig(epochs=1, batch_size=16, parallel="pmap"))
+    assert "\n" not in str(info.value)
 
 
 def test_data_mesh_uses_auto_axes():
@@ -218,7 +235,7 @@ def test_one_all_reduce_in_the_sharded_step_too():
     data = blobs()
     objective = jn.objective_for("multiclass")
     config = jn.TrainConfig(epochs=1, batch_size=16, shuffle=False)
-    geometry = jn.train.batch_geometry(len(data.x_train), config)
+    geometry = batch_geometry(len(data.x_train), config.batch_size, shuffle=config.shuffle, drop_remainder=config.drop_remainder)
     runner = make_runner("sharded", lambda axis: make_train_step(objective, axis_name=axis, sharded_batch=True),
                          geometry, loop="python", traces={})
     state = runner.put_state(jn.create_state(MLP(hidden=(16,), output_dim=3), jn.optim.create("adam", 1e-2),

@@ -15,7 +15,7 @@ def test_matmul_flops_are_2mnk():
 def test_mlp_forward_flops_cover_the_dense_products():
     model = jn.models.MLP(hidden=(32,), output_dim=10)
     x = jnp.ones((64, 20))
-    variables = model.init({"params": jn.train.run_keys(0).init}, x)
+    variables = model.init({"params": jn.state.run_keys(0).init}, x)
     flops = compiled_flops(lambda v, x: model.apply(v, x), variables, x)
     dense = 2 * 64 * (20 * 32 + 32 * 10)
     assert dense <= flops <= 1.2 * dense  # plus bias adds and the ReLU

@@ -11,7 +11,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxnets import compare, compare_cli, report
+from jaxnets import compare, report
+from jaxnets.cli import compare as compare_cli
 
 T975_2 = 4.3027  # t_{0.975, 2} from a printed table
 

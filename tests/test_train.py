@@ -7,7 +7,8 @@ import pytest
 import jaxnets as jn
 from jaxnets.data import Dataset
 from jaxnets.models import MLP, LinearRegression
-from jaxnets.train import epoch_plan, make_train_step, num_batches_per_epoch, steps_for
+from jaxnets.epochs import epoch_plan, num_batches_per_epoch, steps_for
+from jaxnets.steps import make_train_step
 from tests.helpers import problems
 
 

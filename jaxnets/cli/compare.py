@@ -10,8 +10,6 @@ setting is retrained over ``--seeds`` seeds and evaluated on test; ``--out`` rec
 ``jaxnets.compare`` and ``jaxnets.report``). Bad input exits with status 2 and one
 line naming the option; nothing is written then.
 
-``jaxnets.cli`` wires this in with ``add_compare_parser(subparsers)`` and
-``run_compare(args)``.
 """
 from __future__ import annotations
 
@@ -20,21 +18,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-USAGE_ERROR = 2
-
-
-def _cli():
-    # Imported lazily: jaxnets.cli imports this module, so a top-level import would be circular.
-    from jaxnets import cli
-
-    return cli
+from jaxnets import compare, models, optim, report
+from jaxnets.cli import options as opt
+from jaxnets.cli.options import UsageError
+from jaxnets.epochs import steps_for
 
 
 def _names(option: str):
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(part.strip() for part in text.split(",") if part.strip())
         if not names:
-            raise _cli().UsageError(f"{option}: got {text!r}; allowed: comma-separated names")
+            raise UsageError(f"{option}: got {text!r}; allowed: comma-separated names")
         return names
     return parse
 
@@ -48,7 +42,7 @@ def _lr_grid(text: str) -> tuple[str, tuple[float, ...]]:
         if not grid or not all(v > 0 for v in grid):
             raise ValueError
     except ValueError:
-        raise _cli().UsageError(f"--lr-grid: got {text!r}; allowed: OPTIMIZER=LR,LR,... with every LR > 0, "
+        raise UsageError(f"--lr-grid: got {text!r}; allowed: OPTIMIZER=LR,LR,... with every LR > 0, "
                                 "e.g. sgd=0.01,0.1,1") from None
     return name.strip(), grid
 
@@ -56,7 +50,7 @@ def _lr_grid(text: str) -> tuple[str, tuple[float, ...]]:
 def _pair(text: str) -> tuple[str, str]:
     parts = tuple(part.strip() for part in text.split(","))
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise _cli().UsageError(f"--pair: got {text!r}; allowed: A,B with two different optimizer names")
+        raise UsageError(f"--pair: got {text!r}; allowed: A,B with two different optimizer names")
     return parts  # type: ignore[return-value]
 
 
@@ -75,44 +69,39 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     >>> args.optimizers, args.seeds, args.validation
     (('sgd', 'adam'), 3, 0.125)
     """
-    cli = _cli()
     parser = subparsers.add_parser(
         "compare", help="compare optimizers: learning rates tuned on validation, repeated over seeds, report")
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default="mnist1d", help="a built-in dataset (see `jaxnets list`)")
-    g.add_argument("--data-dir", default=None, help="directory with files for file-based datasets")
-    g.add_argument("--validation", type=cli._positive_float("--validation"), default=0.125,
-                   help="fraction of the training set held out for choosing learning rates (0 < v < 1)")
-    g.add_argument("--split-seed", type=cli._int_at_least("--split-seed", 0), default=0,
-                   help="seed of the validation split")
-    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
-                   help="standardize features with training statistics (default: per dataset)")
+    opt.add_data_options(g, default_dataset="mnist1d", validation=0.125,
+                         validation_help="fraction of the training set held out for choosing learning rates "
+                                         "(0 < v < 1)")
+    g.add_argument("--split-seed", type=opt.seed("--split-seed"), default=0, help="seed of the validation split")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="mlp", help="a model name (see `jaxnets list`)")
-    g.add_argument("--hidden", type=cli._widths, default=None, help="hidden widths, e.g. 100,100")
-    g.add_argument("--model-opt", type=cli._model_option, action="append", default=[],
+    g.add_argument("--hidden", type=opt.widths, default=None, help="hidden widths, e.g. 100,100")
+    g.add_argument("--model-opt", type=opt.model_option, action="append", default=[],
                    help="any other model option, NAME=VALUE (repeatable)")
     g = parser.add_argument_group("protocol")
     g.add_argument("--optimizers", type=_names("--optimizers"), default=("sgd", "momentum", "adam"),
                    help="comma-separated optimizer names (default sgd,momentum,adam)")
-    g.add_argument("--seeds", type=cli._int_at_least("--seeds", 2), default=5,
+    g.add_argument("--seeds", type=opt.int_at_least("--seeds", 2), default=5,
                    help="evaluation seeds per optimizer (>= 2, for an interval)")
-    g.add_argument("--selection-seeds", type=cli._int_at_least("--selection-seeds", 1), default=1,
+    g.add_argument("--selection-seeds", type=opt.int_at_least("--selection-seeds", 1), default=1,
                    help="seeds per grid point while choosing the learning rate")
-    g.add_argument("--epochs", type=cli._int_at_least("--epochs", 1), default=20)
-    g.add_argument("--batch-size", type=cli._batch_size, default=100, help="examples per step, or 'full'")
+    g.add_argument("--epochs", type=opt.int_at_least("--epochs", 1), default=20)
+    g.add_argument("--batch-size", type=opt.batch_size, default=100, help="examples per step, or 'full'")
     g.add_argument("--schedule", default="constant", help="constant, step, exponential, cosine")
-    g.add_argument("--grid-points", type=cli._int_at_least("--grid-points", 1), default=7,
+    g.add_argument("--grid-points", type=opt.int_at_least("--grid-points", 1), default=7,
                    help="learning rates in each default grid")
-    g.add_argument("--grid-step", type=cli._positive_float("--grid-step"), default=10 ** 0.5,
+    g.add_argument("--grid-step", type=opt.positive_float("--grid-step"), default=10 ** 0.5,
                    help="factor between neighbouring learning rates (> 1)")
     g.add_argument("--lr-grid", type=_lr_grid, action="append", default=[],
                    help="an explicit grid for one optimizer, OPTIMIZER=LR,LR,... (repeatable)")
-    g.add_argument("--max-extensions", type=cli._int_at_least("--max-extensions", 0), default=3,
+    g.add_argument("--max-extensions", type=opt.int_at_least("--max-extensions", 0), default=3,
                    help="how many times a grid may be extended past an edge")
-    g.add_argument("--target-loss", type=cli._positive_float("--target-loss"), default=None,
+    g.add_argument("--target-loss", type=opt.positive_float("--target-loss"), default=None,
                    help="report epochs until the training loss first reaches this value")
-    g.add_argument("--eval-every", type=cli._int_at_least("--eval-every", 1), default=1)
+    g.add_argument("--eval-every", type=opt.int_at_least("--eval-every", 1), default=1)
     g.add_argument("--pair", type=_pair, action="append", default=[],
                    help="A,B: report paired differences A − B (repeatable; default sgd,adam when both run)")
     g = parser.add_argument_group("output")
@@ -123,50 +112,39 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
     """Check every option and build data, model, arms and config before anything is written."""
-    from jaxnets import compare, data as data_lib, models, optim
-
-    cli = _cli()
-    cli._check_choice("--dataset", args.dataset, data_lib.DATASETS)
-    cli._check_choice("--model", args.model, models.MODELS)
-    cli._check_choice("--schedule", args.schedule, optim.SCHEDULES)
+    if not 0 < args.validation < 1:
+        raise UsageError(f"--validation: got {args.validation}; allowed: a fraction 0 < v < 1 (learning rates "
+                         "are chosen on it)")
+    opt.check_data_options(args)
+    opt.check_choice("--model", args.model, tuple(models.MODELS))
+    opt.check_choice("--schedule", args.schedule, optim.SCHEDULES)
     for name in args.optimizers:
-        cli._check_choice("--optimizers", name, optim.OPTIMIZERS)
+        opt.check_choice("--optimizers", name, optim.OPTIMIZERS)
     if len(set(args.optimizers)) != len(args.optimizers):
-        raise cli.UsageError(f"--optimizers: got {','.join(args.optimizers)!r}; allowed: each name once")
-    if not args.validation < 1:
-        raise cli.UsageError(f"--validation: got {args.validation}; allowed: a fraction 0 < v < 1")
+        raise UsageError(f"--optimizers: got {','.join(args.optimizers)!r}; allowed: each name once")
     if not args.grid_step > 1:
-        raise cli.UsageError(f"--grid-step: got {args.grid_step}; allowed: a number > 1")
+        raise UsageError(f"--grid-step: got {args.grid_step}; allowed: a number > 1")
     grids = dict(args.lr_grid)
     for name in grids:
         if name not in args.optimizers:
-            raise cli.UsageError(f"--lr-grid: got {name!r}; allowed: one of --optimizers "
+            raise UsageError(f"--lr-grid: got {name!r}; allowed: one of --optimizers "
                                  f"({', '.join(args.optimizers)})")
     for pair in args.pair:
         for name in pair:
             if name not in args.optimizers:
-                raise cli.UsageError(f"--pair: got {name!r}; allowed: one of --optimizers "
+                raise UsageError(f"--pair: got {name!r}; allowed: one of --optimizers "
                                      f"({', '.join(args.optimizers)})")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise cli.UsageError(f"--data-dir: got {args.data_dir!r}; allowed: an existing directory")
     out = Path(args.out) if args.out else Path("results") / f"compare_{args.dataset}_{args.model}"
-    if out.exists() and not out.is_dir():
-        raise cli.UsageError(f"--out: got {str(out)!r}, which is a file; allowed: a directory")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise cli.UsageError(f"--out: got {str(out)!r}, which is not empty; allowed: a new or empty "
-                             "directory (or pass --overwrite)")
+    opt.check_out_dir("--out", out, may_hold_files=args.overwrite)
 
-    dataset = cli.load_dataset(args, seed=args.split_seed)
-
-    model_options: dict[str, Any] = {} if args.hidden is None else {"hidden": args.hidden}
-    for name, value in args.model_opt:
-        if name in model_options:
-            raise cli.UsageError(f"--model-opt: got {name!r} twice; allowed: each option once")
-        model_options[name] = value
-    try:
-        model = models.get_model(args.model, output_dim=dataset.output_dim, **model_options)
-    except ValueError as err:
-        raise cli.UsageError(f"--model {args.model}: {err}") from None
+    dataset = opt.load_dataset(args, seed=args.split_seed)
+    model, model_options = opt.build_model(args, dataset, {} if args.hidden is None else {"hidden": args.hidden})
+    total = steps_for(dataset.num_train, args.batch_size, args.epochs)
+    for name in args.optimizers:  # the schedule's own options are checked before any training
+        try:
+            optim.create(name, 1.0, schedule=args.schedule, total_steps=total)
+        except ValueError as err:
+            raise UsageError(f"--schedule {args.schedule}: {err}") from None
 
     try:
         arms = [compare.Arm(name, name, lr_grid=grids.get(name)) for name in args.optimizers]
@@ -176,7 +154,7 @@ def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
             max_extensions=args.max_extensions, target_loss=args.target_loss, eval_every=args.eval_every,
             pairs=tuple(args.pair) if args.pair else None)
     except ValueError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     info = {"name": args.model, "options": {k: list(v) if isinstance(v, tuple) else v
                                             for k, v in model_options.items()},
             "load_options": {"seed": args.split_seed, "validation": args.validation,
@@ -196,13 +174,10 @@ def run_compare(args) -> int:
 
     Prints progress to stderr, then the summary table, the verdicts and the report's path.
     """
-    cli = _cli()
     try:
         dataset, model, arms, config, out, info = _prepare(args)
-    except cli.UsageError as err:
-        print(f"jaxnets: error: {err}", file=sys.stderr)
-        return USAGE_ERROR
-    from jaxnets import compare, report
+    except UsageError as err:
+        return opt.report_usage_error(err)
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
