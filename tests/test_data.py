@@ -618,6 +618,101 @@ def test_missing_cifar_files_message(tmp_path):
     assert "test_batch, batches.meta" in message and str(tmp_path) in message
 
 
+# --------------------------------------------------------- broken files, one table
+
+def _truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def _flip_gzip_body(path: Path) -> Path:
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # inside the stored CRC32: the stream decodes, the check fails
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _mnist_then(tmp: Path, stem: str, damage) -> Path:
+    _mnist_files(tmp, True, True)
+    return damage(tmp / f"{stem}.gz")
+
+
+def _cifar_then(tmp: Path, name: str, damage) -> Path:
+    _cifar_files(tmp / "cifar-10-batches-py")
+    return damage(tmp / "cifar-10-batches-py" / name)
+
+
+def _cifar_binary(tmp: Path) -> Path:
+    # the layout of cifar-10-binary.tar.gz: 3073-byte records, a text meta file
+    folder = tmp / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (folder / name).write_bytes(bytes(2 * 3073))
+    (folder / "batches.meta.txt").write_text("airplane\nautomobile\n")
+    return folder
+
+
+# id, dataset, make the bad input (returns the path the message must name), type, words in the message
+BAD_FILES = [
+    ("mnist-truncated-gz", "mnist",
+     lambda t: _mnist_then(t, "train-images-idx3-ubyte", lambda p: _truncate(p, 40)),
+     ValueError, "gzip stream that ends early"),
+    ("fashion-truncated-gz-labels", "fashion_mnist",
+     lambda t: _mnist_then(t, "t10k-labels-idx1-ubyte", lambda p: _truncate(p, 15)),
+     ValueError, "gzip stream that ends early"),
+    ("mnist-html-named-gz", "mnist",
+     lambda t: _mnist_then(t, "t10k-labels-idx1-ubyte",
+                           lambda p: p.write_bytes(b"<html>404 Not Found</html>") and p),
+     ValueError, "not a gzip stream; allowed: a gzip-compressed IDX file"),
+    ("mnist-empty-gz", "mnist",
+     lambda t: _mnist_then(t, "train-labels-idx1-ubyte", lambda p: _truncate(p, 0)),
+     ValueError, "got an empty file, not a gzip stream"),
+    ("mnist-bad-crc-gz", "mnist",
+     lambda t: _mnist_then(t, "train-labels-idx1-ubyte", _flip_gzip_body),
+     ValueError, "got a corrupt gzip stream (CRC check failed)"),
+    ("cifar-binary-version", "cifar10", _cifar_binary,
+     FileNotFoundError, "got the CIFAR-10 binary version (data_batch_1.bin, ...); allowed: the python version"),
+    ("cifar-truncated-pickle", "cifar10",
+     lambda t: _cifar_then(t, "data_batch_2", lambda p: _truncate(p, 500)),
+     ValueError, "got a truncated or corrupt pickle (pickle data was truncated); allowed: a CIFAR-10 batch"),
+    ("cifar-pickle-without-stop", "cifar10",
+     lambda t: _cifar_then(t, "test_batch", lambda p: _truncate(p, len(p.read_bytes()) - 1)),
+     ValueError, "got a truncated or corrupt pickle"),
+    ("cifar-empty-meta", "cifar10",
+     lambda t: _cifar_then(t, "batches.meta", lambda p: _truncate(p, 0)),
+     ValueError, "got an empty file; allowed: a CIFAR-10 batch pickled by the python version"),
+]
+
+
+@pytest.mark.parametrize("name, make, kind, words", [row[1:] for row in BAD_FILES],
+                         ids=[row[0] for row in BAD_FILES])
+def test_broken_files_give_one_line_naming_the_file(tmp_path, name, make, kind, words):
+    bad = make(tmp_path)
+    with pytest.raises(kind) as info:
+        data.load(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert type(info.value) is kind and "\n" not in message
+    assert message.startswith(f"{bad}: got ") and words in message
+    # no chained gzip/pickle traceback behind the line
+    err = info.value
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+def test_raw_idx_file_under_a_gz_name_still_reads(tmp_path):
+    # browsers may decompress on download and keep the .gz name
+    arrays = _mnist_files(tmp_path, False, False)
+    for path in list(tmp_path.iterdir()):
+        path.rename(path.with_name(path.name + ".gz"))
+    ds = data.load("mnist", data_dir=tmp_path)
+    np.testing.assert_array_equal(ds.y_test, arrays["t10k"][1].astype(np.int32))
+
+
+def test_python_version_wins_over_a_binary_folder_beside_it(tmp_path):
+    _cifar_binary(tmp_path)
+    _cifar_files(tmp_path / "cifar-10-batches-py")
+    assert data.load("cifar10", data_dir=tmp_path).num_train == 10
+
+
 # ------------------------------------------------------------ docs, doctests
 
 def test_docs_table_is_the_generated_table():
