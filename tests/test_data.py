@@ -709,6 +709,9 @@ def test_from_arrays_copies_converts_and_standardizes_on_train_only():
     x[0, 0] = 99
     y[0] = 99.0
     assert raw.x_train[0, 0] == 1.0 and raw.y_train[0, 0] == 0.0 and not raw.standardized
+    flags = data.from_arrays(np.array([[True, False], [False, True]]), np.array([1, 0]),
+                             x_test=np.array([[True, True]]), y_test=np.array([1]))
+    assert flags.x_train.dtype == np.float32 and flags.x_train.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def _fa(**changes):
