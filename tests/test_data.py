@@ -19,7 +19,7 @@ import pytest
 from sklearn import datasets as skd
 
 import jaxnets.data as data
-from jaxnets.data import Dataset, builtin, dataset, files
+from jaxnets.data import Dataset, arrays, builtin, dataset, files
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_MEMORY = tuple(n for n in data.DATASETS if n not in ("mnist", "fashion_mnist", "cifar10"))
@@ -618,6 +618,253 @@ def test_missing_cifar_files_message(tmp_path):
     assert "test_batch, batches.meta" in message and str(tmp_path) in message
 
 
+# --------------------------------------------------------- your own arrays
+
+def _tagged_rows(n: int, width: int = 2) -> np.ndarray:
+    # row i is (i*width, ..., i*width + width - 1): each row names itself
+    return np.arange(n * width, dtype=np.int64).reshape(n, width)
+
+
+def _row_ids(x: np.ndarray) -> list[int]:
+    return (x[:, 0] // x.shape[1]).astype(int).tolist()
+
+
+def holdout_ids(y: np.ndarray, fraction: float, seed: int, *, stratify: bool) -> list[int]:
+    return dataset.holdout_indices(y, fraction, seed, stratify=stratify)[1].tolist()
+
+
+def test_from_arrays_given_test_split_and_validation_exactly():
+    x, y = _tagged_rows(10), np.array([0, 1] * 5)
+    x_test, y_test = _tagged_rows(3) + 100, np.array([1, 0, 1])
+    ds = data.from_arrays(x, y, x_test=x_test, y_test=y_test, validation=0.2, seed=3, name="mine")
+    assert (ds.task, ds.num_classes, ds.output_dim, ds.name) == ("binary", 2, 1, "mine")
+    assert ds.x_train.dtype == ds.x_val.dtype == ds.x_test.dtype == np.float32
+    assert ds.y_train.dtype == np.int32 and ds.num_val == 2 and ds.num_train == 8
+    np.testing.assert_array_equal(ds.x_test, x_test.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_test, y_test)
+    train, val = _row_ids(ds.x_train), _row_ids(ds.x_val)
+    # a partition of rows 0..9, each part in the original order, labels travel with their rows
+    assert sorted(train + val) == list(range(10)) and train == sorted(train) and val == sorted(val)
+    assert ds.y_train.tolist() == [i % 2 for i in train] and sorted(ds.y_val.tolist()) == [0, 1]
+    # the documented rule: Dataset.with_validation's stratified draw with this seed
+    assert val == holdout_ids(y, 0.2, 3, stratify=True)
+    again = data.from_arrays(x, y, x_test=x_test, y_test=y_test, validation=0.2, seed=3)
+    assert _row_ids(again.x_val) == val
+    assert len({tuple(_row_ids(data.from_arrays(x, y, x_test=x_test, y_test=y_test, validation=0.2,
+                                                seed=s).x_val)) for s in range(8)}) > 1
+
+
+def test_from_arrays_without_test_split_holds_out_a_fixed_fifth():
+    x, y = _tagged_rows(20), np.arange(20) % 4
+    first = data.from_arrays(x, y, validation=0.25, seed=0)
+    other = data.from_arrays(x, y, validation=0.25, seed=7)
+    assert (first.task, first.num_classes, first.output_dim) == ("multiclass", 4, 4)
+    assert first.num_test == 4 and sorted(first.y_test.tolist()) == [0, 1, 2, 3]  # stratified
+    assert _row_ids(first.x_test) == _row_ids(other.x_test) == holdout_ids(
+        y, data.TEST_FRACTION, data.TEST_SPLIT_SEED, stratify=True)
+    assert (first.num_train, first.num_val) == (12, 4)
+    everything = _row_ids(first.x_train) + _row_ids(first.x_val) + _row_ids(first.x_test)
+    assert sorted(everything) == list(range(20))
+
+
+@pytest.mark.parametrize("y, task, output_dim, num_classes", [
+    (np.array([0.5, 1.0, 2.0, 3.0, 1.5]), "regression", 1, None),
+    (np.array([1.0, 2.0, 3.0, 4.0, 5.0]), "regression", 1, None),  # whole floats are still targets
+    (np.arange(15, dtype=np.float32).reshape(5, 3), "regression", 3, None),
+    (np.array([0, 1, 1, 0, 1]), "binary", 1, 2),
+    (np.array([True, False, True, True, False]), "binary", 1, 2),
+    (np.array([[0], [1], [1], [0], [1]], np.uint8), "binary", 1, 2),
+    (np.array([0, 1, 2, 1, 0]), "multiclass", 3, 3),
+    (np.array([0, 5, 2, 1, 0], np.int16), "multiclass", 6, 6),
+    (np.array([[0, 1, 2], [2, 1, 0], [1, 1, 1], [0, 0, 0], [2, 2, 2]]), "multiclass", 3, 3),
+])
+def test_from_arrays_infers_the_task_and_output_dim(y, task, output_dim, num_classes):
+    ds = data.from_arrays(np.ones((5, 2)), y, x_test=np.ones((5, 2)), y_test=y)
+    assert (ds.task, ds.output_dim, ds.num_classes) == (task, output_dim, num_classes)
+    if task == "regression":
+        expected = y.astype(np.float32).reshape(5, -1)  # always (n, k)
+    else:
+        expected = y.astype(np.int32).reshape(5, -1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(5)
+    np.testing.assert_array_equal(ds.y_train, expected)
+
+
+def test_from_arrays_given_task_and_class_count():
+    x, y = np.ones((4, 1)), np.array([0, 1, 1, 0])
+    assert data.from_arrays(x, y, x_test=x, y_test=y, task="multiclass").output_dim == 2
+    assert data.from_arrays(x, y, x_test=x, y_test=y, num_classes=5).output_dim == 5
+    assert data.from_arrays(x, y, x_test=x, y_test=y, task="regression").y_train.dtype == np.float32
+    # the largest label anywhere (here only in y_test) sets K
+    assert data.from_arrays(x, y, x_test=x, y_test=np.array([0, 3, 0, 0])).num_classes == 4
+
+
+def test_from_arrays_copies_converts_and_standardizes_on_train_only():
+    x = np.array([[1, 10], [3, 10], [5, 20], [7, 20]], np.int32)
+    x_test = np.array([[4, 15]], np.int32)
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    ds = data.from_arrays(x, y, x_test=x_test, y_test=np.array([1.0]), standardize=True)
+    mean, std = x.astype(np.float64).mean(axis=0), x.astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(ds.x_mean, mean, rtol=1e-7)
+    np.testing.assert_allclose(ds.x_test, (x_test - mean) / std, rtol=1e-6)
+    raw = data.from_arrays(x, y, x_test=x_test, y_test=np.array([1.0]))
+    x[0, 0] = 99
+    y[0] = 99.0
+    assert raw.x_train[0, 0] == 1.0 and raw.y_train[0, 0] == 0.0 and not raw.standardized
+    flags = data.from_arrays(np.array([[True, False], [False, True]]), np.array([1, 0]),
+                             x_test=np.array([[True, True]]), y_test=np.array([1]))
+    assert flags.x_train.dtype == np.float32 and flags.x_train.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def _fa(**changes):
+    args = dict(x_train=np.zeros((6, 2)), y_train=np.array([0, 1, 0, 1, 0, 1]),
+                x_test=np.zeros((2, 2)), y_test=np.array([0, 1]))
+    args.update(changes)
+    return lambda: data.from_arrays(**args)
+
+
+BAD_ARRAYS = [
+    ("x_train.shape", _fa(x_train=np.zeros(6))),
+    ("x_train.dtype", _fa(x_train=np.array([["a", "b"]] * 6))),
+    ("x_train.dtype", _fa(x_train=np.zeros((6, 2), complex))),
+    ("x_train", _fa(x_train=np.zeros((0, 2)), y_train=np.zeros(0, int))),
+    ("x_train", _fa(x_train=np.array([[0.0, np.nan]] * 6))),
+    ("x_train", _fa(x_train=np.full((6, 2), 1e300))),  # beyond float32
+    ("x_train", _fa(x_train=np.zeros((1, 2)), y_train=np.array([0]), x_test=None, y_test=None)),
+    ("y_train", _fa(y_train=np.array([0, 1, 0]))),
+    ("y_train", _fa(y_train=np.int64(1))),
+    ("y_train", _fa(y_train=np.array([0, 1, 0, 1, 0, -1]))),
+    ("y_train", _fa(y_train=np.array([0, 1, 0, 1, 0, 2]), task="binary")),
+    ("y_train.dtype", _fa(y_train=np.array(list("abcabc")))),
+    ("y_train.dtype", _fa(y_train=np.array([0.0, 1.0] * 3), task="binary")),
+    ("y_train.shape", _fa(y_train=np.zeros((6, 2, 2)))),
+    ("y_train.shape", _fa(y_train=np.zeros((6, 3), int), task="binary")),
+    ("y_train", _fa(y_train=np.array([0.0, np.inf] * 3))),
+    ("y_test", _fa(y_test=None)),
+    ("x_test", _fa(x_test=None)),
+    ("x_test.shape", _fa(x_test=np.zeros((2, 3)))),
+    ("x_test.shape", _fa(x_test=np.zeros((2, 2, 1)))),
+    ("y_test", _fa(y_test=np.array([0, 1, 1]))),
+    ("y_test", _fa(y_test=np.array([0, 7]), num_classes=3)),
+    ("y_test.shape", _fa(y_test=np.zeros((2, 2)), y_train=np.zeros((6, 3)))),
+    ("y_test.shape", _fa(y_test=np.zeros((2, 4), int))),
+    ("task", _fa(task="classification")),
+    ("num_classes", _fa(num_classes=1)),
+    ("num_classes", _fa(num_classes=3, task="binary")),
+    ("num_classes", _fa(num_classes=3, y_train=np.zeros(6), y_test=np.zeros(2))),
+    ("validation", _fa(validation=1.0)),
+    ("validation", _fa(validation=-0.1)),
+    ("validation", _fa(validation=True)),
+    ("validation", _fa(x_train=np.zeros((1, 2)), y_train=np.array([0]), validation=0.5)),
+    ("seed", _fa(seed=-1)),
+    ("seed", _fa(seed=1.5)),
+    ("standardize", _fa(standardize="yes")),
+    ("name", _fa(name="")),
+]
+
+
+@pytest.mark.parametrize("field, call", BAD_ARRAYS, ids=[f"{i}-{f}" for i, (f, _) in enumerate(BAD_ARRAYS)])
+def test_from_arrays_bad_argument_gives_one_line_naming_it(field, call):
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{field}: got "), message
+    assert "; allowed: " in message
+
+
+# --------------------------------------------------------- broken files, one table
+
+def _truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def _flip_gzip_body(path: Path) -> Path:
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # inside the stored CRC32: the stream decodes, the check fails
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _mnist_then(tmp: Path, stem: str, damage) -> Path:
+    _mnist_files(tmp, True, True)
+    return damage(tmp / f"{stem}.gz")
+
+
+def _cifar_then(tmp: Path, name: str, damage) -> Path:
+    _cifar_files(tmp / "cifar-10-batches-py")
+    return damage(tmp / "cifar-10-batches-py" / name)
+
+
+def _cifar_binary(tmp: Path) -> Path:
+    # the layout of cifar-10-binary.tar.gz: 3073-byte records, a text meta file
+    folder = tmp / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (folder / name).write_bytes(bytes(2 * 3073))
+    (folder / "batches.meta.txt").write_text("airplane\nautomobile\n")
+    return folder
+
+
+# id, dataset, make the bad input (returns the path the message must name), type, words in the message
+BAD_FILES = [
+    ("mnist-truncated-gz", "mnist",
+     lambda t: _mnist_then(t, "train-images-idx3-ubyte", lambda p: _truncate(p, 40)),
+     ValueError, "gzip stream that ends early"),
+    ("fashion-truncated-gz-labels", "fashion_mnist",
+     lambda t: _mnist_then(t, "t10k-labels-idx1-ubyte", lambda p: _truncate(p, 15)),
+     ValueError, "gzip stream that ends early"),
+    ("mnist-html-named-gz", "mnist",
+     lambda t: _mnist_then(t, "t10k-labels-idx1-ubyte",
+                           lambda p: p.write_bytes(b"<html>404 Not Found</html>") and p),
+     ValueError, "not a gzip stream; allowed: a gzip-compressed IDX file"),
+    ("mnist-empty-gz", "mnist",
+     lambda t: _mnist_then(t, "train-labels-idx1-ubyte", lambda p: _truncate(p, 0)),
+     ValueError, "got an empty file, not a gzip stream"),
+    ("mnist-bad-crc-gz", "mnist",
+     lambda t: _mnist_then(t, "train-labels-idx1-ubyte", _flip_gzip_body),
+     ValueError, "got a corrupt gzip stream (CRC check failed)"),
+    ("cifar-binary-version", "cifar10", _cifar_binary,
+     FileNotFoundError, "got the CIFAR-10 binary version (data_batch_1.bin, ...); allowed: the python version"),
+    ("cifar-truncated-pickle", "cifar10",
+     lambda t: _cifar_then(t, "data_batch_2", lambda p: _truncate(p, 500)),
+     ValueError, "got a truncated or corrupt pickle (pickle data was truncated); allowed: a CIFAR-10 batch"),
+    ("cifar-pickle-without-stop", "cifar10",
+     lambda t: _cifar_then(t, "test_batch", lambda p: _truncate(p, len(p.read_bytes()) - 1)),
+     ValueError, "got a truncated or corrupt pickle"),
+    ("cifar-empty-meta", "cifar10",
+     lambda t: _cifar_then(t, "batches.meta", lambda p: _truncate(p, 0)),
+     ValueError, "got an empty file; allowed: a CIFAR-10 batch pickled by the python version"),
+]
+
+
+@pytest.mark.parametrize("name, make, kind, words", [row[1:] for row in BAD_FILES],
+                         ids=[row[0] for row in BAD_FILES])
+def test_broken_files_give_one_line_naming_the_file(tmp_path, name, make, kind, words):
+    bad = make(tmp_path)
+    with pytest.raises(kind) as info:
+        data.load(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert type(info.value) is kind and "\n" not in message
+    assert message.startswith(f"{bad}: got ") and words in message
+    # no chained gzip/pickle traceback behind the line
+    err = info.value
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+def test_raw_idx_file_under_a_gz_name_still_reads(tmp_path):
+    # browsers may decompress on download and keep the .gz name
+    arrays = _mnist_files(tmp_path, False, False)
+    for path in list(tmp_path.iterdir()):
+        path.rename(path.with_name(path.name + ".gz"))
+    ds = data.load("mnist", data_dir=tmp_path)
+    np.testing.assert_array_equal(ds.y_test, arrays["t10k"][1].astype(np.int32))
+
+
+def test_python_version_wins_over_a_binary_folder_beside_it(tmp_path):
+    _cifar_binary(tmp_path)
+    _cifar_files(tmp_path / "cifar-10-batches-py")
+    assert data.load("cifar10", data_dir=tmp_path).num_train == 10
+
+
 # ------------------------------------------------------------ docs, doctests
 
 def test_docs_table_is_the_generated_table():
@@ -630,7 +877,7 @@ def test_docs_table_is_the_generated_table():
     )
 
 
-@pytest.mark.parametrize("module", [dataset, files, builtin])
+@pytest.mark.parametrize("module", [dataset, files, builtin, arrays])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -1,13 +1,15 @@
-"""Offline datasets: the :class:`Dataset` container, built-in sets by name, file readers.
+"""Offline datasets: the :class:`Dataset` container, built-in sets by name, your own arrays, file readers.
 
 Nothing in this package downloads. Typical use::
 
     from jaxnets import data
     ds = data.load("digits", validation=0.1, seed=0)
+    mine = data.from_arrays(x, y, validation=0.1, seed=0)   # your own NumPy arrays
 
 See ``docs/datasets.md`` for the list of built-in datasets and how to point the
 file-based ones (MNIST, Fashion-MNIST, CIFAR-10) at local files.
 """
+from jaxnets.data.arrays import from_arrays
 from jaxnets.data.builtin import (
     DATA_DIR_ENV,
     DATASETS,
@@ -30,6 +32,7 @@ __all__ = [
     "Dataset",
     "datasets_table",
     "describe",
+    "from_arrays",
     "holdout_indices",
     "load",
     "load_cifar10_dir",

@@ -26,6 +26,7 @@ import io
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Union
 
@@ -63,14 +64,48 @@ CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
 CIFAR10_META_FILE = "batches.meta"
 CIFAR10_SUBDIRS = ("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10")
+#: Where the binary version would sit, and one of its files; recognised only to refuse it.
+CIFAR10_BINARY_SUBDIRS = ("cifar-10-batches-bin", "cifar10/cifar-10-batches-bin", "cifar10")
+CIFAR10_BINARY_MARKER = "data_batch_1.bin"
 
 DATA_DIR_HINT = "set --data-dir or JAXNETS_DATA_DIR"
+
+#: First two bytes of every gzip stream.
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
     raw = path.read_bytes()
     # gzip streams start with 1f 8b whatever the file is called.
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    if raw[:2] == GZIP_MAGIC:
+        try:
+            return gzip.decompress(raw)
+        except EOFError:
+            raise ValueError(
+                f"{path}: got a gzip stream that ends early (truncated download?); "
+                "allowed: a complete gzip-compressed IDX file"
+            ) from None
+        except (OSError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise ValueError(
+                f"{path}: got a corrupt gzip stream ({_one_line(err)}); "
+                "allowed: a complete gzip-compressed IDX file"
+            ) from None
+    # A raw IDX file under a .gz name (browsers may decompress on download) still
+    # reads; anything else under that name is not what the name promises.
+    if path.suffix == ".gz" and raw[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{path}: got {_first_bytes(raw)}, not a gzip stream; "
+            "allowed: a gzip-compressed IDX file (the name ends in .gz)"
+        )
+    return raw
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _first_bytes(raw: bytes) -> str:
+    return "an empty file" if not raw else f"a file starting {raw[:8]!r}"
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -84,8 +119,9 @@ def read_idx(path: PathLike) -> np.ndarray:
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: bad magic number, truncated header, or a data size that does
-        not match the dimensions.
+      ValueError: an empty file, a truncated or corrupt gzip stream, a ``.gz``
+        name on a file that is neither gzip nor IDX, a bad magic number, a
+        truncated header, or a data size that does not match the dimensions.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -98,6 +134,8 @@ def read_idx(path: PathLike) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: got no such file; allowed: an IDX file")
     data = _read_maybe_gzip(path)
+    if not data:
+        raise ValueError(f"{path}: got an empty file; allowed: an IDX file (4-byte magic number, sizes, data)")
     if len(data) < 4:
         raise ValueError(f"{path}: got {len(data)} bytes; allowed: at least a 4-byte IDX magic number")
     (magic,) = struct.unpack(">I", data[:4])
@@ -238,6 +276,10 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed NumPy constructors."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that builds only NumPy arrays, NumPy scalars and builtin containers."""
 
@@ -247,19 +289,25 @@ class _ArrayUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"{module}.{name}") from None
+            raise _ForbiddenGlobal(f"{module}.{name}") from None
 
 
 def _unpickle(path: Path) -> dict:
+    raw = path.read_bytes()
+    expected = "a CIFAR-10 batch pickled by the python version (cifar-10-python.tar.gz)"
+    if not raw:
+        raise ValueError(f"{path}: got an empty file; allowed: {expected}")
     try:
         # Python 2 str objects arrive as bytes; NumPy accepts bytes array state.
-        obj = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except pickle.UnpicklingError as err:
+        obj = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _ForbiddenGlobal as err:
         raise ValueError(
             f"{path}: got pickle global {err}; allowed: NumPy arrays, lists, dicts, strings and numbers"
         ) from None
     except Exception as err:  # truncated or garbled pickles raise many types
-        raise ValueError(f"{path}: got an unreadable pickle ({type(err).__name__}); allowed: a CIFAR-10 batch") from None
+        raise ValueError(
+            f"{path}: got a truncated or corrupt pickle ({_one_line(err)}); allowed: {expected}"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: got a pickled {type(obj).__name__}; allowed: a dict (CIFAR-10 batch)")
     # Keys are bytes in the official files (Python 2) and str if re-pickled by Python 3.
@@ -284,6 +332,19 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32) / np.float32(255.0), labels.astype(np.int32)
 
 
+def _refuse_cifar10_binary(directory: Path) -> None:
+    # The binary version (cifar-10-binary.tar.gz) is a different format; name it
+    # rather than report seven missing files.
+    for folder in _candidates(directory, CIFAR10_BINARY_SUBDIRS):
+        if folder.is_dir() and (folder.name == CIFAR10_BINARY_SUBDIRS[0]
+                                or (folder / CIFAR10_BINARY_MARKER).is_file()):
+            raise FileNotFoundError(
+                f"{folder}: got the CIFAR-10 binary version ({CIFAR10_BINARY_MARKER}, ...); allowed: "
+                f"the python version, a {CIFAR10_SUBDIRS[0]} folder (from cifar-10-python.tar.gz) "
+                f"holding data_batch_1 .. data_batch_5, test_batch and batches.meta"
+            )
+
+
 def load_cifar10_dir(directory: PathLike) -> Dataset:
     """Load CIFAR-10 from its Python-version batch files.
 
@@ -301,8 +362,11 @@ def load_cifar10_dir(directory: PathLike) -> Dataset:
       in ``0 .. 9``; the train split is batches 1 to 5 in order, test is ``test_batch``.
 
     Raises:
-      FileNotFoundError: no searched folder holds all seven files.
-      ValueError: a file is not a CIFAR-10 batch.
+      FileNotFoundError: no searched folder holds all seven files; when a
+        searched place holds the binary version instead (a
+        ``cifar-10-batches-bin`` folder or ``data_batch_1.bin``), the message
+        names that folder and asks for the python version.
+      ValueError: a file is empty, truncated, not a pickle, or not a CIFAR-10 batch.
 
     >>> try:
     ...     load_cifar10_dir("/nonexistent")
@@ -317,6 +381,7 @@ def load_cifar10_dir(directory: PathLike) -> Dataset:
         if all((folder / name).is_file() for name in names):
             break
     else:
+        _refuse_cifar10_binary(directory)
         raise FileNotFoundError(
             f"cifar10: expected {', '.join(names)} in {_where(searched)} ({DATA_DIR_HINT})"
         )
