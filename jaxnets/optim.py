@@ -241,6 +241,29 @@ def describe(name: str) -> str:
     return f"{_RULES[name]}; defaults: {', '.join(parts)}"
 
 
+def defaults_table() -> str:
+    """Every optimizer default beside optax's and PyTorch's, as a Markdown table.
+
+    docs/defaults.md holds this table verbatim (a test regenerates and compares it).
+
+    Returns:
+      The table's lines joined by newlines: optimizer, hyperparameter, jaxnets,
+      optax, PyTorch, and which reference differs.
+
+    >>> defaults_table().splitlines()[2]
+    '| `sgd` | `weight_decay` | 0 | 0 | 0 | |'
+    """
+    lines = ["| optimizer | hyperparameter | jaxnets | optax | PyTorch | differs |",
+             "|---|---|---|---|---|---|"]
+    for name in OPTIMIZERS:
+        for key, (ours, optax_value, torch_value) in reference_defaults(name).items():
+            differs = " and ".join(lib for lib, value in (("optax", optax_value), ("torch", torch_value))
+                                   if value != ours)
+            cells = [f"`{name}`", f"`{key}`", *map(_format, (ours, optax_value, torch_value))]
+            lines.append("| " + " | ".join(cells) + f" | {differs} |".replace("|  |", "| |"))
+    return "\n".join(lines)
+
+
 def make_schedule(
     name: str = "constant",
     *,
