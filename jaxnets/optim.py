@@ -397,6 +397,39 @@ def _chain(
     return optax.chain(*parts)
 
 
+def _checked_values(name: str, learning_rate: Any, weight_decay: Any, clip_norm: Any,
+                    hyperparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of optimizer ``name``, checked, defaults filled in."""
+    defaults = _DEFAULTS[name]
+    unknown = sorted(set(hyperparams) - set(defaults))
+    if unknown:
+        allowed = ", ".join(k for k in defaults if k != "weight_decay") or "none"
+        raise _fail("hyperparameter", unknown[0], f"{allowed} (for {name!r})")
+    values: dict[str, Any] = {"learning_rate": _check_float("learning_rate", learning_rate)}
+    for key, default in defaults.items():
+        if key == "weight_decay":
+            continue
+        value = hyperparams.get(key, default)
+        if isinstance(default, bool):
+            values[key] = _check_bool(key, value)
+        else:
+            values[key] = _check_float(key, value)
+    if weight_decay is None:
+        weight_decay = defaults.get("weight_decay", 0.0)
+    values["weight_decay"] = _check_float("weight_decay", weight_decay)
+    values["clip_norm"] = None if clip_norm is None else _check_float("clip_norm", clip_norm)
+    return values
+
+
+def _resolve_mask(weight_decay_mask: Any) -> Any:
+    """The mask for ``optax.add_decayed_weights``: None (every leaf) or a callable."""
+    if isinstance(weight_decay_mask, str) and weight_decay_mask in ("all", "weights"):
+        return None if weight_decay_mask == "all" else jtree.weight_mask
+    if weight_decay_mask is None or callable(weight_decay_mask):
+        return weight_decay_mask
+    raise _fail("weight_decay_mask", weight_decay_mask, "'all', 'weights', None, or a callable")
+
+
 def create(
     name: str,
     learning_rate: float,
@@ -473,24 +506,7 @@ def create(
     ['learning_rate', 'momentum', 'weight_decay']
     """
     name = _check_name(name)
-    defaults = _DEFAULTS[name]
-    unknown = sorted(set(hyperparams) - set(defaults))
-    if unknown:
-        allowed = ", ".join(k for k in defaults if k != "weight_decay") or "none"
-        raise _fail("hyperparameter", unknown[0], f"{allowed} (for {name!r})")
-    values: dict[str, Any] = {"learning_rate": _check_float("learning_rate", learning_rate)}
-    for key, default in defaults.items():
-        if key == "weight_decay":
-            continue
-        value = hyperparams.get(key, default)
-        if isinstance(default, bool):
-            values[key] = _check_bool(key, value)
-        else:
-            values[key] = _check_float(key, value)
-    if weight_decay is None:
-        weight_decay = defaults.get("weight_decay", 0.0)
-    values["weight_decay"] = _check_float("weight_decay", weight_decay)
-    values["clip_norm"] = None if clip_norm is None else _check_float("clip_norm", clip_norm)
+    values = _checked_values(name, learning_rate, weight_decay, clip_norm, hyperparams)
 
     if callable(schedule):
         factor = _with_warmup(schedule, _check_int("warmup_steps", warmup_steps, 0))
@@ -500,12 +516,7 @@ def create(
             alpha=alpha, warmup_steps=warmup_steps,
         )
 
-    if isinstance(weight_decay_mask, str) and weight_decay_mask in ("all", "weights"):
-        mask = None if weight_decay_mask == "all" else jtree.weight_mask
-    elif weight_decay_mask is None or callable(weight_decay_mask):
-        mask = weight_decay_mask
-    else:
-        raise _fail("weight_decay_mask", weight_decay_mask, "'all', 'weights', None, or a callable")
+    mask = _resolve_mask(weight_decay_mask)
 
     # One factory whose signature lists exactly this optimizer's arguments, so
     # that inject_hyperparams stores only those (floats traced, the rest static).

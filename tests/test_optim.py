@@ -681,3 +681,22 @@ def test_schedule_equals_optax_schedule(schedule, kwargs, theirs):
         steps = jnp.arange(60)
         np.testing.assert_allclose(np.asarray(jax.vmap(ours)(steps)), np.asarray(jax.vmap(theirs)(steps)),
                                    rtol=1e-12, atol=1e-15)
+
+
+def test_rmsprop_with_torch_settings_matches_real_torch():
+    # docs/defaults.md: create("rmsprop", lr, decay=0.99, eps_in_sqrt=False) is RMSprop(lr).
+    torch = pytest.importorskip("torch")
+    lr, steps = 0.01, 50
+    theta = torch.tensor(X0["quadratic"], dtype=torch.float64, requires_grad=True)
+    a, b = torch.tensor(A), torch.tensor(B)
+    opt = torch.optim.RMSprop([theta], lr=lr)
+    got_torch = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * theta @ a @ theta - b @ theta).backward()
+        opt.step()
+        got_torch.append([theta.detach().numpy().copy()])
+    with jax.enable_x64(True):
+        params, loss = _problem("bare-array")
+        ours = _trajectory(optim.create("rmsprop", lr, decay=0.99, eps_in_sqrt=False), params, loss, steps)
+    assert max_relative_deviation(ours, got_torch) < 1e-6
