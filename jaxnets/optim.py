@@ -5,10 +5,11 @@ Every optimizer is one chain, built inside one factory wrapped by
 
     clip_by_global_norm(clip_norm)          # only when clip_norm is given
     -> direction d_t (the table below)      # sgd, momentum, ..., adagrad
-    -> add_decayed_weights(λ, mask)         # d_t + λ·θ_t on masked leaves
+    -> add_decayed_weights(λ, mask)         # d_t + λ·θ_t (every leaf by default)
     -> scale by -η·s(t)                     # η base rate, s(t) the schedule factor
 
-so each step is  θ_{t+1} = θ_t − η·s(t)·(d_t + λ·m ⊙ θ_t)  with m the weight mask.
+so each step is  θ_{t+1} = θ_t − η·s(t)·(d_t + λ·m ⊙ θ_t)  with m the decay mask
+(all ones by default, as in ``optax.adamw`` and ``torch.optim.AdamW``).
 The float hyperparameters (η, μ, ρ, β₁, β₂, ε, ε_root, λ, clip_norm) are arrays in
 ``opt_state.hyperparams``: a compiled step reads them, it does not bake them in,
 so :func:`set_hyperparam` changes them without recompiling and ``jax.vmap`` can
@@ -30,9 +31,11 @@ adagrad    G ← G + g² (G₀ = initial_accumulator_value) ;
 =========  ===================================================================
 
 All accumulators start at zero except rmsprop's s (``initial_scale``) and
-adagrad's G (``initial_accumulator_value``). See docs/optimizers.md for the
-mapping to the course slides (which swap the names: their ε is the learning
-rate, their η the small constant) and to ``torch.optim``.
+adagrad's G (``initial_accumulator_value``). The defaults are optax's except
+adamw's λ (PyTorch's 1e-2); :func:`describe` and docs/defaults.md list where optax
+and ``torch.optim`` differ. See docs/optimizers.md for the mapping to the course
+slides (which swap the names: their ε is the learning rate, their η the small
+constant) and to ``torch.optim``.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnets import tree as jtree
@@ -56,8 +60,9 @@ OPTIMIZERS: tuple[str, ...] = (
 #: Schedule names accepted by :func:`make_schedule` (each may add linear warm-up).
 SCHEDULES: tuple[str, ...] = ("constant", "step", "exponential", "cosine")
 
-#: Weight-decay masks accepted by :func:`create` besides a callable.
-WEIGHT_DECAY_MASKS: tuple[Any, ...] = ("weights", None)
+#: Weight-decay masks accepted by :func:`create` besides a callable: "all" (the
+#: default) and None decay every leaf, "weights" only ``kernel``/``embedding`` leaves.
+WEIGHT_DECAY_MASKS: tuple[Any, ...] = ("all", "weights", None)
 
 # Per-optimizer defaults. Float values become traced state; booleans and the
 # initial accumulator values are fixed when the optimizer is built (they only
@@ -73,6 +78,25 @@ _DEFAULTS: dict[str, dict[str, float | bool]] = {
 }
 
 _STATIC_HYPERPARAMS = ("eps_in_sqrt", "initial_scale", "initial_accumulator_value")
+
+# The same quantity's default in optax 0.2.8's alias (``optax.sgd`` for momentum and
+# nesterov, whose ``momentum=None`` means none) and in torch.optim 2.x's class
+# (SGD, RMSprop [alpha], Adam, AdamW, Adagrad): (optax, torch) per key of
+# _DEFAULTS plus weight_decay. Checked against both libraries' signatures by the
+# tests; PyTorch has no eps_root (0) and its rmsprop/adagrad ε is outside the root.
+_REFERENCE_DEFAULTS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "sgd": {"weight_decay": (0.0, 0.0)},
+    "momentum": {"momentum": (None, 0.0), "weight_decay": (0.0, 0.0)},
+    "nesterov": {"momentum": (None, 0.0), "weight_decay": (0.0, 0.0)},
+    "rmsprop": {"decay": (0.9, 0.99), "eps": (1e-8, 1e-8), "eps_in_sqrt": (True, False),
+                "initial_scale": (0.0, 0.0), "weight_decay": (0.0, 0.0)},
+    "adam": {"b1": (0.9, 0.9), "b2": (0.999, 0.999), "eps": (1e-8, 1e-8), "eps_root": (0.0, 0.0),
+             "weight_decay": (0.0, 0.0)},
+    "adamw": {"b1": (0.9, 0.9), "b2": (0.999, 0.999), "eps": (1e-8, 1e-8), "eps_root": (0.0, 0.0),
+              "weight_decay": (1e-4, 1e-2)},
+    "adagrad": {"initial_accumulator_value": (0.1, 0.0), "eps": (1e-7, 1e-10),
+                "weight_decay": (0.0, 0.0)},
+}
 
 # (test, allowed-text) for every scalar hyperparameter.
 _UNIT = (lambda v: 0.0 <= v < 1.0, "0 <= value < 1")
@@ -91,14 +115,15 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "clip_norm": (lambda v: v > 0.0, "> 0 or None"),
 }
 
-_DESCRIPTIONS: dict[str, str] = {
+# The update rules, with η the learning rate (defaults are appended by describe).
+_RULES: dict[str, str] = {
     "sgd": "θ ← θ − η·g",
-    "momentum": "v ← μ·v + g;  θ ← θ − η·v  (Polyak heavy ball, μ=0.9)",
-    "nesterov": "v ← μ·v + g;  θ ← θ − η·(g + μ·v)  (μ=0.9)",
-    "rmsprop": "s ← ρ·s + (1−ρ)·g²;  θ ← θ − η·g/√(s + ε)  (ρ=0.9, ε=1e-8 inside the root)",
-    "adam": "m ← β₁m + (1−β₁)g;  s ← β₂s + (1−β₂)g²;  θ ← θ − η·m̂/(√(ŝ + ε_root) + ε)  (β=0.9,0.999, ε=1e-8)",
-    "adamw": "adam, then θ ← θ − η·λ·θ on weights (decoupled decay, λ=1e-2)",
-    "adagrad": "G ← G + g² (G₀=0.1);  θ ← θ − η·g/√(G + ε)  (ε=1e-7 inside the root)",
+    "momentum": "v ← μ·v + g;  θ ← θ − η·v  (Polyak heavy ball)",
+    "nesterov": "v ← μ·v + g;  θ ← θ − η·(g + μ·v)",
+    "rmsprop": "s ← ρ·s + (1−ρ)·g²;  θ ← θ − η·g/√(s + ε)  (torch: g/(√s + ε))",
+    "adam": "m ← β₁m + (1−β₁)g;  s ← β₂s + (1−β₂)g²;  θ ← θ − η·m̂/(√(ŝ + ε_root) + ε)",
+    "adamw": "adam, then θ ← θ − η·λ·θ on every leaf (decoupled decay)",
+    "adagrad": "G ← G + g²;  θ ← θ − η·g/√(G + ε)  (torch: g/(√G + ε))",
 }
 
 
@@ -124,26 +149,40 @@ def _check_float(field: str, value: Any) -> float:
 
 
 def _check_int(field: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """An int >= minimum; an integral float (10.0, as a command line passes) counts."""
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
         raise _fail(field, value, f"an int >= {minimum}")
     return int(value)
+
+
+def _check_bool(field: str, value: Any) -> bool:
+    """True/False, or a number equal to 1 or 0 (a command line passes 1.0/0.0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Real) and value in (0, 1):
+        return bool(value)
+    raise _fail(field, value, "True, False (or 1, 0)")
+
+
+def _format(value: Any) -> str:
+    """A default as text: 1e-08 -> '1e-8', 2.5e-4 -> '2.5e-4', 0.0 -> '0', 0.9 -> '0.9'."""
+    if value is None or isinstance(value, bool):
+        return str(value)
+    if value == 0 or abs(value) >= 1e-3:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def default_hyperparams(name: str) -> dict[str, float | bool]:
     """The defaults :func:`create` uses for optimizer ``name``.
 
-    ============  =====================================================================
-    sgd           (none)
-    momentum      momentum μ = 0.9
-    nesterov      momentum μ = 0.9
-    rmsprop       decay ρ = 0.9, eps ε = 1e-8, eps_in_sqrt = True, initial_scale = 0
-    adam          b1 = 0.9, b2 = 0.999, eps = 1e-8, eps_root = 0
-    adamw         as adam, plus weight_decay λ = 1e-2 (PyTorch's AdamW; optax uses 1e-4)
-    adagrad       initial_accumulator_value = 0.1, eps = 1e-7 (both inside the root)
-    ============  =====================================================================
-
-    These are optax's defaults except adamw's λ; docs/optimizers.md lists where
-    PyTorch differs.
+    These are optax's defaults except adamw's weight decay (1e-2, PyTorch's;
+    optax 1e-4). Besides these, ``weight_decay`` defaults to 0 for the other
+    optimizers and the decay applies to every leaf. :func:`describe` prints them
+    with optax's and PyTorch's values where those differ.
 
     Args:
       name: one of :data:`OPTIMIZERS`.
@@ -157,19 +196,72 @@ def default_hyperparams(name: str) -> dict[str, float | bool]:
     return dict(_DEFAULTS[_check_name(name)])
 
 
-def describe(name: str) -> str:
-    """The update rule of optimizer ``name`` on one line (for ``jaxnets list``).
+def reference_defaults(name: str) -> dict[str, tuple[Any, Any, Any]]:
+    """Every default of optimizer ``name`` beside optax's and PyTorch's.
 
     Args:
       name: one of :data:`OPTIMIZERS`.
 
     Returns:
-      The formula with the default hyperparameters, η being the learning rate.
+      ``{hyperparameter: (jaxnets, optax, torch)}`` for the keys of
+      :func:`default_hyperparams` plus ``weight_decay``, in that order. optax's
+      value is its alias's (``optax.sgd`` for momentum/nesterov, where None means
+      no momentum), PyTorch's the ``torch.optim`` class's (RMSprop's ``alpha`` for
+      ``decay``; no ``eps_root``, i.e. 0).
 
-    >>> describe("sgd")
-    'θ ← θ − η·g'
+    >>> reference_defaults("adagrad")["eps"]
+    (1e-07, 1e-07, 1e-10)
     """
-    return _DESCRIPTIONS[_check_name(name)]
+    ours = {**_DEFAULTS[_check_name(name)]}
+    ours.setdefault("weight_decay", 0.0)
+    return {key: (value, *_REFERENCE_DEFAULTS[name][key]) for key, value in ours.items()}
+
+
+def describe(name: str) -> str:
+    """Optimizer ``name``'s update rule and defaults on one line (for ``jaxnets list``).
+
+    Each default is followed by optax's and PyTorch's value where either differs
+    (see :func:`reference_defaults`).
+
+    Args:
+      name: one of :data:`OPTIMIZERS`.
+
+    Returns:
+      ``"<rule>; defaults: key value (optax v, torch v), ..."``, η the learning rate.
+
+    >>> describe("adamw").split("; defaults: ")[1]
+    'b1 0.9, b2 0.999, eps 1e-8, eps_root 0, weight_decay 0.01 (optax 1e-4, torch 0.01)'
+    """
+    parts = []
+    for key, (ours, optax_value, torch_value) in reference_defaults(name).items():
+        text = f"{key} {_format(ours)}"
+        if (optax_value, torch_value) != (ours, ours):
+            text += f" (optax {_format(optax_value)}, torch {_format(torch_value)})"
+        parts.append(text)
+    return f"{_RULES[name]}; defaults: {', '.join(parts)}"
+
+
+def defaults_table() -> str:
+    """Every optimizer default beside optax's and PyTorch's, as a Markdown table.
+
+    docs/defaults.md holds this table verbatim (a test regenerates and compares it).
+
+    Returns:
+      The table's lines joined by newlines: optimizer, hyperparameter, jaxnets,
+      optax, PyTorch, and which reference differs.
+
+    >>> defaults_table().splitlines()[2]
+    '| `sgd` | `weight_decay` | 0 | 0 | 0 | |'
+    """
+    lines = ["| optimizer | hyperparameter | jaxnets | optax | PyTorch | differs |",
+             "|---|---|---|---|---|---|"]
+    for name in OPTIMIZERS:
+        for key, (ours, optax_value, torch_value) in reference_defaults(name).items():
+            differs = " and ".join(lib for lib, value in (("optax", optax_value), ("torch", torch_value))
+                                   if value != ours)
+            cells = [f"`{name}`", f"`{key}`", *map(_format, (ours, optax_value, torch_value))]
+            lines.append("| " + " | ".join(cells) + f" | {differs} |".replace("|  |", "| |"))
+    return "\n".join(lines)
 
 
 def make_schedule(
@@ -305,6 +397,39 @@ def _chain(
     return optax.chain(*parts)
 
 
+def _checked_values(name: str, learning_rate: Any, weight_decay: Any, clip_norm: Any,
+                    hyperparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of optimizer ``name``, checked, defaults filled in."""
+    defaults = _DEFAULTS[name]
+    unknown = sorted(set(hyperparams) - set(defaults))
+    if unknown:
+        allowed = ", ".join(k for k in defaults if k != "weight_decay") or "none"
+        raise _fail("hyperparameter", unknown[0], f"{allowed} (for {name!r})")
+    values: dict[str, Any] = {"learning_rate": _check_float("learning_rate", learning_rate)}
+    for key, default in defaults.items():
+        if key == "weight_decay":
+            continue
+        value = hyperparams.get(key, default)
+        if isinstance(default, bool):
+            values[key] = _check_bool(key, value)
+        else:
+            values[key] = _check_float(key, value)
+    if weight_decay is None:
+        weight_decay = defaults.get("weight_decay", 0.0)
+    values["weight_decay"] = _check_float("weight_decay", weight_decay)
+    values["clip_norm"] = None if clip_norm is None else _check_float("clip_norm", clip_norm)
+    return values
+
+
+def _resolve_mask(weight_decay_mask: Any) -> Any:
+    """The mask for ``optax.add_decayed_weights``: None (every leaf) or a callable."""
+    if isinstance(weight_decay_mask, str) and weight_decay_mask in ("all", "weights"):
+        return None if weight_decay_mask == "all" else jtree.weight_mask
+    if weight_decay_mask is None or callable(weight_decay_mask):
+        return weight_decay_mask
+    raise _fail("weight_decay_mask", weight_decay_mask, "'all', 'weights', None, or a callable")
+
+
 def create(
     name: str,
     learning_rate: float,
@@ -317,7 +442,7 @@ def create(
     warmup_steps: int = 0,
     clip_norm: float | None = None,
     weight_decay: float | None = None,
-    weight_decay_mask: str | Callable[[Any], Any] | None = "weights",
+    weight_decay_mask: str | Callable[[Any], Any] | None = "all",
     **hyperparams: Any,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Build optimizer ``name`` as an Optax transformation with traced hyperparameters.
@@ -327,7 +452,8 @@ def create(
     1. clipping (if ``clip_norm = c``):  g ← g·min(1, c/‖g‖₂), ‖·‖₂ over all leaves;
     2. direction d from g (see the module docstring for every optimizer), e.g.
        momentum  v ← μ·v + g, d = v;  adam  d = m̂/(√(ŝ + ε_root) + ε);
-    3. decoupled weight decay:  d ← d + λ·θ on leaves selected by the mask;
+    3. decoupled weight decay:  d ← d + λ·θ on the leaves the mask selects
+       (every leaf by default, as ``optax.adamw`` and ``torch.optim.AdamW``);
     4. θ ← θ − η·s(t)·d, with s the schedule factor (:func:`make_schedule`).
 
     The decay is multiplied by the (scheduled) learning rate, as in AdamW and
@@ -358,10 +484,13 @@ def create(
       clip_norm: maximum global gradient norm, > 0, or None for no clipping.
       weight_decay: λ >= 0; None means the optimizer's default (1e-2 for adamw,
         0 otherwise).
-      weight_decay_mask: ``"weights"`` decays only leaves named as weights
-        (``jaxnets.tree.weight_mask``: ``kernel``, ``embedding``); None decays
-        every leaf; a callable ``params -> pytree of bools`` is used as given.
-      **hyperparams: overrides of :func:`default_hyperparams` for ``name``.
+      weight_decay_mask: ``"all"`` (default) or None decays every leaf;
+        ``"weights"`` only leaves named as weights (``jaxnets.tree.weight_mask``:
+        ``kernel``, ``embedding``; so not biases, batch-norm scales or a bare
+        array); a callable ``params -> pytree of bools`` is used as given. A mask
+        that selects no leaf of the params raises ValueError at ``init``.
+      **hyperparams: overrides of :func:`default_hyperparams` for ``name``; the
+        boolean ``eps_in_sqrt`` also takes 1/0 (1.0/0.0).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` (``init``, ``update``).
@@ -377,26 +506,7 @@ def create(
     ['learning_rate', 'momentum', 'weight_decay']
     """
     name = _check_name(name)
-    defaults = _DEFAULTS[name]
-    unknown = sorted(set(hyperparams) - set(defaults))
-    if unknown:
-        allowed = ", ".join(k for k in defaults if k != "weight_decay") or "none"
-        raise _fail("hyperparameter", unknown[0], f"{allowed} (for {name!r})")
-    values: dict[str, Any] = {"learning_rate": _check_float("learning_rate", learning_rate)}
-    for key, default in defaults.items():
-        if key == "weight_decay":
-            continue
-        value = hyperparams.get(key, default)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise _fail(key, value, "True, False")
-            values[key] = value
-        else:
-            values[key] = _check_float(key, value)
-    if weight_decay is None:
-        weight_decay = defaults.get("weight_decay", 0.0)
-    values["weight_decay"] = _check_float("weight_decay", weight_decay)
-    values["clip_norm"] = None if clip_norm is None else _check_float("clip_norm", clip_norm)
+    values = _checked_values(name, learning_rate, weight_decay, clip_norm, hyperparams)
 
     if callable(schedule):
         factor = _with_warmup(schedule, _check_int("warmup_steps", warmup_steps, 0))
@@ -406,12 +516,7 @@ def create(
             alpha=alpha, warmup_steps=warmup_steps,
         )
 
-    if weight_decay_mask == "weights":
-        mask = jtree.weight_mask
-    elif weight_decay_mask is None or callable(weight_decay_mask):
-        mask = weight_decay_mask
-    else:
-        raise _fail("weight_decay_mask", weight_decay_mask, "'weights', None, or a callable")
+    mask = _resolve_mask(weight_decay_mask)
 
     # One factory whose signature lists exactly this optimizer's arguments, so
     # that inject_hyperparams stores only those (floats traced, the rest static).
@@ -419,7 +524,29 @@ def create(
     factory = _chain_factory(names)
     static = ("factor", "mask", *(k for k in _STATIC_HYPERPARAMS if k in values))
     injected = optax.inject_hyperparams(factory, static_args=static)
-    return injected(name=name, factor=factor, mask=mask, **values)
+    tx = injected(name=name, factor=factor, mask=mask, **values)
+    if mask is None:
+        return tx
+    return tx._replace(init=_checking_mask(tx.init, mask, weight_decay_mask))
+
+
+def _checking_mask(init: Callable[[Any], Any], mask: Callable[[Any], Any],
+                   given: Any) -> Callable[[Any], Any]:
+    """``init`` that first refuses a mask selecting no leaf (a silent no-decay)."""
+
+    def checked_init(params: Any) -> Any:
+        leaves = jax.tree_util.tree_leaves(params)
+        selected = jax.tree_util.tree_leaves(mask(params))
+        # A mask computed from traced values cannot be read here: trust it.
+        chosen = any(isinstance(leaf, jax.core.Tracer) or bool(np.any(np.asarray(leaf)))
+                     for leaf in selected)
+        if leaves and not chosen:
+            shown = getattr(given, "__name__", given)
+            raise ValueError(f"weight_decay_mask: got {shown!r}, which selects no leaf of the params; "
+                             "allowed: a mask selecting at least one leaf ('all' decays every leaf)")
+        return init(params)
+
+    return checked_init
 
 
 def _chain_factory(names: list[str]) -> Callable[..., optax.GradientTransformation]:
