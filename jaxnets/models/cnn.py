@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import pooling, register_model
+from jaxnets.models import compute_dtype, pooling, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation, get_head
 from jaxnets.models.conv import CONV_IMPLS, Conv
 from jaxnets.models.initializers import get_initializer
@@ -380,30 +380,34 @@ def _build_cnn(output_dim: int, channels: Any = (32, 64), kernel_size: Any = 3, 
                activation: str = "relu", batch_norm: bool = False, dropout_rate: float = 0.0,
                dense: Any = (256,), global_pool: bool = False, input_shape: Any = None,
                head: str = "logits", kernel_init: str = "lecun",
-               init_scale: float | None = None, conv_impl: str = "auto") -> nn.Module:
+               init_scale: float | None = None, conv_impl: str = "auto",
+               dtype: str = "float32") -> nn.Module:
     return CNN(output_dim=output_dim, channels=channels, kernel_size=kernel_size,
                strides=strides, padding=padding, pool=pool, pool_size=pool_size,
                activation=activation, batch_norm=batch_norm, dropout_rate=dropout_rate,
                dense=dense, global_pool=global_pool, input_shape=input_shape, head=head,
-               kernel_init=kernel_init, init_scale=init_scale, conv_impl=conv_impl)
+               kernel_init=kernel_init, init_scale=init_scale, conv_impl=conv_impl,
+               dtype=compute_dtype(dtype))
 
 
 def _build_lenet(output_dim: int, activation: str = "tanh", pool: str | None = "avg",
                  padding: Any = "SAME", batch_norm: bool = False, dropout_rate: float = 0.0,
-                 input_shape: Any = None, conv_impl: str = "auto") -> nn.Module:
+                 input_shape: Any = None, conv_impl: str = "auto",
+                 dtype: str = "float32") -> nn.Module:
     return LeNet(output_dim=output_dim, activation=activation, pool=pool, padding=padding,
                  batch_norm=batch_norm, dropout_rate=dropout_rate, input_shape=input_shape,
-                 conv_impl=conv_impl)
+                 conv_impl=conv_impl, dtype=compute_dtype(dtype))
 
 
 def _build_cnn1d(output_dim: int, channels: int = 25, activation: str = "relu",
                  dropout_rate: float = 0.0, input_shape: Any = None,
-                 conv_impl: str = "auto") -> nn.Module:
+                 conv_impl: str = "auto", dtype: str = "float32") -> nn.Module:
     if not _is_int(channels) or channels < 1:
         raise ValueError(f"channels: got {channels!r}; allowed: an int >= 1 (the width of all "
                          "three conv layers)")
     return CNN1D(output_dim=output_dim, channels=(channels,) * 3, activation=activation,
-                 dropout_rate=dropout_rate, input_shape=input_shape, conv_impl=conv_impl)
+                 dropout_rate=dropout_rate, input_shape=input_shape, conv_impl=conv_impl,
+                 dtype=compute_dtype(dtype))
 
 
 register_model("cnn", _build_cnn,
