@@ -200,12 +200,30 @@ def test_conv_dtypes_and_flax_equivalence():
     assert half_kernel.dtype == jnp.float32 and y_half.dtype == jnp.bfloat16
 
 
-def test_auto_picks_patches_on_cpu_and_xla_elsewhere():
-    assert conv.resolve_conv_impl("auto", "cpu") == "patches"
-    assert conv.resolve_conv_impl("auto", "gpu") == conv.resolve_conv_impl("auto", "tpu") == "xla"
-    assert conv.resolve_conv_impl("xla", "cpu") == "xla" and conv.resolve_conv_impl("patches", "gpu") == "patches"
-    jaxpr = str(jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 2))))
-    assert ("conv_general_dilated" in jaxpr) == (jax.default_backend() != "cpu")
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "cuda", "rocm", "tpu"])
+def test_auto_picks_the_hand_written_paths_on_cpu_only(backend):
+    on_cpu = backend == "cpu"
+    assert conv.resolve_conv_impl("auto", backend) == ("patches" if on_cpu else "xla")
+    assert pooling.resolve_pool_impl("auto", backend) == ("slices" if on_cpu else "reduce_window")
+    for impl in ("xla", "patches"):  # an explicit choice is kept on every backend
+        assert conv.resolve_conv_impl(impl, backend) == impl
+    for impl in ("slices", "reduce_window", "reshape"):
+        assert pooling.resolve_pool_impl(impl, backend) == impl
+    with pytest.raises(ValueError, match=r"^impl: got 'fast'; allowed: auto, slices"):
+        pooling.resolve_pool_impl("fast", backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_auto_layers_follow_the_default_backend(monkeypatch, backend):
+    """A CNN built with the defaults runs XLA's convolution and reduce_window off the CPU only."""
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    x = jnp.ones((2, 8, 8, 1))
+    for model in (CNN(output_dim=3, channels=(2,), dense=()),  # max pooling fused into the conv
+                  CNN(output_dim=3, channels=(2,), dense=(), pool="avg")):
+        variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda v: model.apply(v, x).sum()))(variables))
+        assert ("conv_general_dilated" in jaxpr) == (backend != "cpu")
+        assert ("reduce_window" in jaxpr) == (backend != "cpu")
 
 
 @pytest.mark.parametrize("n", [1, 7, 64])

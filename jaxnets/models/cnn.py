@@ -92,7 +92,8 @@ class CNN(nn.Module):
       head: output function, a key of ``HEADS``.
       kernel_init, init_scale: initializer of every kernel (see ``get_initializer``).
       conv_impl: "auto", "xla" or "patches" (see ``jaxnets.models.conv``).
-      pool_impl: "auto", "reduce_window" or "reshape".
+      pool_impl: "auto", "slices", "reduce_window" or "reshape" (see
+        ``jaxnets.models.pooling.resolve_pool_impl``).
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> model = CNN(output_dim=10, channels=(4, 8), dense=(16,))
