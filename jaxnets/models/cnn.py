@@ -83,6 +83,10 @@ class CNN(nn.Module):
       activation: a key of ``ACTIVATIONS``, after every conv and hidden dense layer.
       batch_norm: batch normalization before every activation (biases dropped there).
       bn_momentum, bn_epsilon: batch-norm running-average momentum (Flax convention) and ε.
+      batch_norm_axis_name: the mapped axis (e.g. ``jax.pmap(..., axis_name="data")``)
+        over which training averages the batch statistics, so every device normalizes
+        with those of the global batch (synchronized batch norm); None uses each
+        device's own batch. Parameter and collection names do not change.
       dropout_rate: inverted dropout on the input of every dense layer (the
         flattened features and each hidden dense output) in training; 0 disables it.
       dense: widths of the hidden dense layers, e.g. ``(256,)``; ``()`` for none.
@@ -116,6 +120,7 @@ class CNN(nn.Module):
     batch_norm: bool = False
     bn_momentum: float = BATCH_NORM_MOMENTUM
     bn_epsilon: float = BATCH_NORM_EPSILON
+    batch_norm_axis_name: str | None = None
     dropout_rate: float = 0.0
     dense: Sequence[int] = (256,)
     global_pool: bool = False
@@ -153,6 +158,10 @@ class CNN(nn.Module):
             raise ValueError(f"conv_impl: got {self.conv_impl!r}; allowed: {', '.join(CONV_IMPLS)}")
         if self.pool_impl not in POOL_IMPLS:
             raise ValueError(f"pool_impl: got {self.pool_impl!r}; allowed: {', '.join(POOL_IMPLS)}")
+        name = self.batch_norm_axis_name
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"batch_norm_axis_name: got {name!r}; allowed: None or a non-empty "
+                             "string (a mapped axis name)")
         make_batch_norm(train=False, momentum=self.bn_momentum, epsilon=self.bn_epsilon)
         check_dense_fields(output_dim=self.output_dim, head=self.head,
                            kernel_init=self.kernel_init, init_scale=self.init_scale,
@@ -324,7 +333,8 @@ class CNN(nn.Module):
 
     def _batch_norm(self, train: bool, name: str) -> nn.BatchNorm:
         return make_batch_norm(train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                               dtype=self.dtype, param_dtype=self.param_dtype,
+                               axis_name=self.batch_norm_axis_name, name=name)
 
     def _dropout(self, x: jax.Array, train: bool) -> jax.Array:
         if self.dropout_rate == 0:
