@@ -200,12 +200,30 @@ def test_conv_dtypes_and_flax_equivalence():
     assert half_kernel.dtype == jnp.float32 and y_half.dtype == jnp.bfloat16
 
 
-def test_auto_picks_patches_on_cpu_and_xla_elsewhere():
-    assert conv.resolve_conv_impl("auto", "cpu") == "patches"
-    assert conv.resolve_conv_impl("auto", "gpu") == conv.resolve_conv_impl("auto", "tpu") == "xla"
-    assert conv.resolve_conv_impl("xla", "cpu") == "xla" and conv.resolve_conv_impl("patches", "gpu") == "patches"
-    jaxpr = str(jax.make_jaxpr(lambda a, b: convolve(a, b, impl="auto"))(jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 2))))
-    assert ("conv_general_dilated" in jaxpr) == (jax.default_backend() != "cpu")
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "cuda", "rocm", "tpu"])
+def test_auto_picks_the_hand_written_paths_on_cpu_only(backend):
+    on_cpu = backend == "cpu"
+    assert conv.resolve_conv_impl("auto", backend) == ("patches" if on_cpu else "xla")
+    assert pooling.resolve_pool_impl("auto", backend) == ("slices" if on_cpu else "reduce_window")
+    for impl in ("xla", "patches"):  # an explicit choice is kept on every backend
+        assert conv.resolve_conv_impl(impl, backend) == impl
+    for impl in ("slices", "reduce_window", "reshape"):
+        assert pooling.resolve_pool_impl(impl, backend) == impl
+    with pytest.raises(ValueError, match=r"^impl: got 'fast'; allowed: auto, slices"):
+        pooling.resolve_pool_impl("fast", backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_auto_layers_follow_the_default_backend(monkeypatch, backend):
+    """A CNN built with the defaults runs XLA's convolution and reduce_window off the CPU only."""
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    x = jnp.ones((2, 8, 8, 1))
+    for model in (CNN(output_dim=3, channels=(2,), dense=()),  # max pooling fused into the conv
+                  CNN(output_dim=3, channels=(2,), dense=(), pool="avg")):
+        variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda v: model.apply(v, x).sum()))(variables))
+        assert ("conv_general_dilated" in jaxpr) == (backend != "cpu")
+        assert ("reduce_window" in jaxpr) == (backend != "cpu")
 
 
 @pytest.mark.parametrize("n", [1, 7, 64])
@@ -460,6 +478,56 @@ def test_batch_norm_on_images_normalizes_per_channel():
                                (1 - regularizers.BATCH_NORM_MOMENTUM) * x.mean(axis=(0, 1, 2)), rtol=1e-5)
 
 
+def test_synchronized_batch_norm_uses_the_global_batch_under_pmap():
+    """With axis_name, each device normalizes with the global batch's statistics (NumPy reference)."""
+    devices = jax.local_device_count()
+    x = np.random.default_rng(2).normal(loc=[1.0, -3.0], scale=[2.0, 0.5],
+                                        size=(devices, 3, 2)).astype(np.float32)
+    x[0] += 4.0  # shards with different statistics, so a per-device rule would differ
+    momentum, eps = 0.8, 1e-5
+    layer = make_batch_norm(train=True, momentum=momentum, epsilon=eps, axis_name="data")
+    variables = layer.init(jax.random.key(0), jnp.asarray(x[0]))  # init outside pmap: no axis needed
+    y, updates = jax.pmap(lambda xs: layer.apply(variables, xs, mutable=["batch_stats"]),
+                          axis_name="data")(jnp.asarray(x))
+    whole = x.reshape(-1, 2).astype(np.float64)
+    expected = (whole - whole.mean(axis=0)) / np.sqrt(whole.var(axis=0) + eps)
+    np.testing.assert_allclose(np.asarray(y).reshape(-1, 2), expected, rtol=1e-5, atol=1e-5)
+    for device in range(devices):  # every device stores the same, global, running average
+        np.testing.assert_allclose(updates["batch_stats"]["mean"][device],
+                                   (1 - momentum) * whole.mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(updates["batch_stats"]["var"][device],
+                                   momentum + (1 - momentum) * whole.var(axis=0), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"^axis_name: got 3; allowed: None or a non-empty string"):
+        make_batch_norm(train=True, axis_name=3)
+
+
+def test_cnn_with_batch_norm_axis_name_under_pmap_matches_one_device():
+    """pmap over a split batch with batch_norm_axis_name = one device on the whole batch."""
+    devices = jax.local_device_count()
+    x = np.random.default_rng(3).normal(size=(devices * 4, 6, 6, 1)).astype(np.float32)
+    x[:4] += 2.0  # the first device's shard differs, so per-device statistics would not match
+    plain = CNN(output_dim=3, channels=(2,), dense=(4,), batch_norm=True)
+    synced = plain.clone(batch_norm_axis_name="data")
+    variables = plain.init({"params": jax.random.key(0)}, jnp.asarray(x))
+    # The field changes no parameter or collection name or shape.
+    assert jax.tree.map(jnp.shape, synced.init({"params": jax.random.key(0)}, jnp.asarray(x))) \
+        == jax.tree.map(jnp.shape, variables)
+
+    def train_apply(model):
+        return lambda xs: model.apply(variables, xs, train=True, mutable=["batch_stats"])
+
+    y_one, stats_one = train_apply(plain)(jnp.asarray(x))
+    shards = jnp.asarray(x.reshape(devices, 4, *x.shape[1:]))
+    y_sync, stats_sync = jax.pmap(train_apply(synced), axis_name="data")(shards)
+    np.testing.assert_allclose(np.asarray(y_sync).reshape(y_one.shape), y_one, rtol=1e-5, atol=1e-6)
+    for device in range(devices):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[device], b, rtol=1e-5, atol=1e-7),
+                     stats_sync, stats_one)
+    # Without the axis name each device uses its own shard's statistics: different outputs.
+    y_local, _ = jax.pmap(train_apply(plain), axis_name="data")(shards)
+    assert not np.allclose(np.asarray(y_local).reshape(y_one.shape), y_one, rtol=1e-3, atol=1e-3)
+
+
 def _small_digits(n_train=256):
     data = jn.data.load("digits", image=True)
     return jn.data.Dataset(x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
@@ -598,6 +666,7 @@ def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
     (dict(conv_impl="cudnn"), r"^conv_impl: got 'cudnn'; allowed: auto, xla, patches"),
     (dict(activation="swish"), r"^activation: got 'swish'; allowed"),
     (dict(bn_momentum=1.0), r"^momentum: got 1.0; allowed"),
+    (dict(batch_norm_axis_name=""), r"^batch_norm_axis_name: got ''; allowed: None or a non-empty string"),
 ])
 def test_bad_fields_raise_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:

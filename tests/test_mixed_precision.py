@@ -45,3 +45,96 @@ def test_cli_compute_dtype(tmp_path, capsys):
     assert status == 0
     assert main(["train", "--compute-dtype", "int8", "--no-progress"]) == 2
     assert "--compute-dtype: got 'int8'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ every registry model in bfloat16
+
+def _table(x, y, task, num_classes=None):
+    """A tiny Dataset: the first 16 rows train, the last 8 test."""
+    return jn.data.Dataset(x_train=x[:16], y_train=y[:16], x_val=x[:0], y_val=y[:0], x_test=x[16:],
+                           y_test=y[16:], task=task, num_classes=num_classes, name="tiny")
+
+
+def _data(kind):
+    rng = np.random.default_rng(0)
+    n = 24
+    if kind == "tokens":  # ids 1..7 with 0 = padding at the end of some rows
+        ids = rng.integers(1, 8, (n, 6))
+        ids[::3, 4:] = 0
+        return _table(ids.astype(np.float32), (ids[:, 0] > 3).astype(np.int32), "binary", 2)
+    if kind == "lm":  # every position labelled with the next token
+        ids = rng.integers(0, 8, (n, 7))
+        return _table(ids[:, :-1].astype(np.float32), ids[:, 1:].astype(np.int32), "multiclass", 8)
+    shape = {"table": (4,), "sequence": (5, 2), "image": (8, 8, 1), "signal": (40,)}[kind]
+    x = rng.normal(size=(n, *shape)).astype(np.float32)
+    if kind == "sequence":
+        return _table(x, x.sum(axis=(1, 2))[:, None].astype(np.float32), "regression")
+    return _table(x, rng.integers(0, 3, n).astype(np.int32), "multiclass", 3)
+
+
+_SMALL_TRANSFORMER = dict(d_model=16, num_heads=2, num_layers=1, mlp_dim=32, max_len=8)
+#: name -> (options, input kind). Every registry model must appear (checked below).
+_REGISTRY_CASES = {
+    "linear": ({}, "table"),
+    "logistic": ({}, "table"),
+    "mlp": (dict(hidden=(8,)), "table"),
+    "rnn": (dict(hidden_size=8), "sequence"),
+    "lstm": (dict(hidden_size=8), "sequence"),
+    "gru": (dict(hidden_size=8), "sequence"),
+    "transformer": (dict(vocab_size=8, **_SMALL_TRANSFORMER), "tokens"),
+    "transformer_lm": (_SMALL_TRANSFORMER, "lm"),
+    "cnn": (dict(channels=(4,), dense=(8,), batch_norm=True), "image"),
+    "lenet": ({}, "image"),
+    "cnn1d": (dict(channels=4), "signal"),
+}
+
+
+def _product_input_dtypes(jaxpr):
+    """Dtypes of the operands of every matrix product and convolution in ``jaxpr``, nested ones included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            yield from (v.aval.dtype for v in eqn.invars)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from _product_input_dtypes(sub)
+
+
+def test_registry_cases_cover_every_model():
+    assert set(_REGISTRY_CASES) == set(jn.models.MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(_REGISTRY_CASES))
+def test_every_registry_model_computes_in_bfloat16_with_float32_parameters(name):
+    options, kind = _REGISTRY_CASES[name]
+    data = _data(kind)
+    model = get_model(name, output_dim=data.output_dim, dtype="bfloat16", **options)
+    x = jnp.asarray(data.x_train[:4])
+    # Shapes and dtypes only (no eager computation): fit below runs the real thing.
+    variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)
+    float_leaves = [leaf for leaf in jax.tree_util.tree_leaves(variables)
+                    if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    assert float_leaves and all(leaf.dtype == jnp.float32 for leaf in float_leaves)
+    assert jax.eval_shape(model.apply, variables, x).dtype == jnp.bfloat16
+    # Not only the last layer: every matrix product and convolution, forward and in
+    # the training step's gradient, takes bfloat16 operands.
+    def loss(params, others):
+        out = model.apply({**others, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+        return jnp.sum(out.astype(jnp.float32))
+    others = {key: value for key, value in variables.items() if key != "params"}
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(variables["params"], others).jaxpr
+    products = list(_product_input_dtypes(jaxpr))
+    assert products and set(products) == {jnp.dtype(jnp.bfloat16)}
+
+    result = jn.fit(model, data, jn.optim.create("adam", 1e-3), jn.TrainConfig(epochs=1, batch_size=8))
+    params = jax.tree_util.tree_leaves(result.state.params)
+    assert all(leaf.dtype == jnp.float32 for leaf in params)
+    assert np.isfinite(result.final["train_loss"])
+
+
+def test_cli_trains_a_cnn_in_bfloat16(tmp_path):
+    from jaxnets.cli import main
+    assert main(["train", "--dataset", "digits", "--model", "cnn1d", "--model-opt", "channels=4",
+                 "--compute-dtype", "bfloat16", "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import pooling, register_model
+from jaxnets.models import compute_dtype, pooling, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation, get_head
 from jaxnets.models.conv import CONV_IMPLS, Conv
 from jaxnets.models.initializers import get_initializer
@@ -83,6 +83,10 @@ class CNN(nn.Module):
       activation: a key of ``ACTIVATIONS``, after every conv and hidden dense layer.
       batch_norm: batch normalization before every activation (biases dropped there).
       bn_momentum, bn_epsilon: batch-norm running-average momentum (Flax convention) and ε.
+      batch_norm_axis_name: the mapped axis (e.g. ``jax.pmap(..., axis_name="data")``)
+        over which training averages the batch statistics, so every device normalizes
+        with those of the global batch (synchronized batch norm); None uses each
+        device's own batch. Parameter and collection names do not change.
       dropout_rate: inverted dropout on the input of every dense layer (the
         flattened features and each hidden dense output) in training; 0 disables it.
       dense: widths of the hidden dense layers, e.g. ``(256,)``; ``()`` for none.
@@ -92,7 +96,8 @@ class CNN(nn.Module):
       head: output function, a key of ``HEADS``.
       kernel_init, init_scale: initializer of every kernel (see ``get_initializer``).
       conv_impl: "auto", "xla" or "patches" (see ``jaxnets.models.conv``).
-      pool_impl: "auto", "reduce_window" or "reshape".
+      pool_impl: "auto", "slices", "reduce_window" or "reshape" (see
+        ``jaxnets.models.pooling.resolve_pool_impl``).
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> model = CNN(output_dim=10, channels=(4, 8), dense=(16,))
@@ -115,6 +120,7 @@ class CNN(nn.Module):
     batch_norm: bool = False
     bn_momentum: float = BATCH_NORM_MOMENTUM
     bn_epsilon: float = BATCH_NORM_EPSILON
+    batch_norm_axis_name: str | None = None
     dropout_rate: float = 0.0
     dense: Sequence[int] = (256,)
     global_pool: bool = False
@@ -152,6 +158,10 @@ class CNN(nn.Module):
             raise ValueError(f"conv_impl: got {self.conv_impl!r}; allowed: {', '.join(CONV_IMPLS)}")
         if self.pool_impl not in POOL_IMPLS:
             raise ValueError(f"pool_impl: got {self.pool_impl!r}; allowed: {', '.join(POOL_IMPLS)}")
+        name = self.batch_norm_axis_name
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"batch_norm_axis_name: got {name!r}; allowed: None or a non-empty "
+                             "string (a mapped axis name)")
         make_batch_norm(train=False, momentum=self.bn_momentum, epsilon=self.bn_epsilon)
         check_dense_fields(output_dim=self.output_dim, head=self.head,
                            kernel_init=self.kernel_init, init_scale=self.init_scale,
@@ -323,7 +333,8 @@ class CNN(nn.Module):
 
     def _batch_norm(self, train: bool, name: str) -> nn.BatchNorm:
         return make_batch_norm(train=train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                               dtype=self.dtype, param_dtype=self.param_dtype,
+                               axis_name=self.batch_norm_axis_name, name=name)
 
     def _dropout(self, x: jax.Array, train: bool) -> jax.Array:
         if self.dropout_rate == 0:
@@ -380,30 +391,34 @@ def _build_cnn(output_dim: int, channels: Any = (32, 64), kernel_size: Any = 3, 
                activation: str = "relu", batch_norm: bool = False, dropout_rate: float = 0.0,
                dense: Any = (256,), global_pool: bool = False, input_shape: Any = None,
                head: str = "logits", kernel_init: str = "lecun",
-               init_scale: float | None = None, conv_impl: str = "auto") -> nn.Module:
+               init_scale: float | None = None, conv_impl: str = "auto",
+               dtype: str = "float32") -> nn.Module:
     return CNN(output_dim=output_dim, channels=channels, kernel_size=kernel_size,
                strides=strides, padding=padding, pool=pool, pool_size=pool_size,
                activation=activation, batch_norm=batch_norm, dropout_rate=dropout_rate,
                dense=dense, global_pool=global_pool, input_shape=input_shape, head=head,
-               kernel_init=kernel_init, init_scale=init_scale, conv_impl=conv_impl)
+               kernel_init=kernel_init, init_scale=init_scale, conv_impl=conv_impl,
+               dtype=compute_dtype(dtype))
 
 
 def _build_lenet(output_dim: int, activation: str = "tanh", pool: str | None = "avg",
                  padding: Any = "SAME", batch_norm: bool = False, dropout_rate: float = 0.0,
-                 input_shape: Any = None, conv_impl: str = "auto") -> nn.Module:
+                 input_shape: Any = None, conv_impl: str = "auto",
+                 dtype: str = "float32") -> nn.Module:
     return LeNet(output_dim=output_dim, activation=activation, pool=pool, padding=padding,
                  batch_norm=batch_norm, dropout_rate=dropout_rate, input_shape=input_shape,
-                 conv_impl=conv_impl)
+                 conv_impl=conv_impl, dtype=compute_dtype(dtype))
 
 
 def _build_cnn1d(output_dim: int, channels: int = 25, activation: str = "relu",
                  dropout_rate: float = 0.0, input_shape: Any = None,
-                 conv_impl: str = "auto") -> nn.Module:
+                 conv_impl: str = "auto", dtype: str = "float32") -> nn.Module:
     if not _is_int(channels) or channels < 1:
         raise ValueError(f"channels: got {channels!r}; allowed: an int >= 1 (the width of all "
                          "three conv layers)")
     return CNN1D(output_dim=output_dim, channels=(channels,) * 3, activation=activation,
-                 dropout_rate=dropout_rate, input_shape=input_shape, conv_impl=conv_impl)
+                 dropout_rate=dropout_rate, input_shape=input_shape, conv_impl=conv_impl,
+                 dtype=compute_dtype(dtype))
 
 
 register_model("cnn", _build_cnn,

@@ -26,7 +26,7 @@ Two implementations give the same values and gradients and share one parameter
   the passes) and gets the kernel gradient Pᵀ·∂y and the input gradient (∂y·Wᵀ put
   back on the shifted views) from two more GEMMs.
 
-``"auto"`` picks ``"xla"`` on GPU/TPU and ``"patches"`` on CPU, where XLA's own
+``"auto"`` picks ``"xla"`` on every backend but the CPU (GPU, TPU, ...) and ``"patches"`` on CPU, where XLA's own
 convolution gradients are several times slower than the GEMMs (measurements in
 docs/architectures/cnn.md).
 
@@ -46,7 +46,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.models.initializers import INITIALIZERS, get_initializer
-from jaxnets.models.pooling import POOL_IMPLS, first_max_chosen, first_max_index, max_pool, window_axes
+from jaxnets.models.pooling import (POOL_IMPLS, first_max_chosen, first_max_index, max_pool,
+                                    resolve_pool_impl, window_axes)
 from jaxnets.models.windows import (Padding, as_tuple, conv_output_size, explicit_padding, is_int,
                                     normalize_padding, shifted_views)
 
@@ -68,8 +69,9 @@ PATCH_WHOLE_BATCH_BYTES = 16 * 2**20
 def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
     """The implementation ``impl`` stands for on ``backend``.
 
-    "auto" is "xla" on GPU/TPU (cuDNN and the TPU convolution units are fast) and
-    "patches" on CPU, where XLA's convolution gradients run far below its matrix
+    "auto" is "xla" on every backend but the CPU ("gpu", "cuda", "rocm", "tpu", ...:
+    cuDNN and the TPU convolution units are fast, the patches were never measured
+    there) and "patches" on CPU, where XLA's convolution gradients run far below its matrix
     products (docs/architectures/cnn.md has the measurements).
 
     Args:
@@ -385,7 +387,8 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
       window: pooling window (stride = window, remainder dropped).
       strides, padding, impl: of the convolution, as in ``convolve``.
       pool_impl: of the pooling, as in ``max_pool``; the fused path is its "slices"
-        (and "auto") rule, so "reduce_window" and "reshape" run unfused.
+        rule, so a ``pool_impl`` that does not resolve to "slices" (``resolve_pool_impl``:
+        "reduce_window", "reshape", or "auto" off the CPU) runs unfused.
 
     Returns:
       (N, ⌊H_out/p_h⌋, ⌊W_out/p_w⌋, C_out) (or the 1-D analogue).
@@ -404,7 +407,7 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
     out = [conv_output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides)]
     if pool_impl not in POOL_IMPLS:
         raise ValueError(f"pool_impl: got {pool_impl!r}; allowed: {', '.join(POOL_IMPLS)}")
-    if (resolve_conv_impl(impl) == "xla" or pool_impl not in ("auto", "slices") or x.shape[0] == 0
+    if (resolve_conv_impl(impl) == "xla" or resolve_pool_impl(pool_impl) != "slices" or x.shape[0] == 0
             or any(o < k for o, k in zip(out, window))):
         return max_pool(convolve(x, kernel, strides, padding, impl), window, impl=pool_impl)
     return _patches_conv_pool(x, kernel, strides, padding, window,

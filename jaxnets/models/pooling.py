@@ -1,8 +1,8 @@
 """Pooling: maximum and mean over sliding windows, and the global average.
 
-Three implementations give identical values and gradients ("slices", what "auto" runs;
-``lax.reduce_window``, what Flax's pooling runs; a reshape for windows that tile the
-input). Every max-pooling path sends a window's gradient to its FIRST maximum in
+Three implementations give identical values and gradients ("slices", what "auto" runs
+on CPU; ``lax.reduce_window``, what Flax's pooling runs and what "auto" runs on any other
+backend; a reshape for windows that tile the input). Every max-pooling path sends a window's gradient to its FIRST maximum in
 row-major order when entries tie, as reduce_window, Flax and PyTorch do
 (docs/architectures/cnn.md).
 """
@@ -24,8 +24,8 @@ from jaxnets.models.windows import (Padding, as_tuple, conv_output_size, explici
 Array = jax.Array
 
 #: Pooling implementations: the k_h·k_w strided views of the input combined
-#: elementwise ("slices", what "auto" runs), ``lax.reduce_window`` (what flax's pooling
-#: runs), or a reshape of non-overlapping windows.
+#: elementwise ("slices"), ``lax.reduce_window`` (what flax's pooling runs), or a reshape
+#: of non-overlapping windows; "auto" is ``resolve_pool_impl``'s choice per backend.
 POOL_IMPLS = ("auto", "slices", "reduce_window", "reshape")
 
 
@@ -183,9 +183,9 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
       window: window size, an int or one per spatial axis.
       strides: step between windows; ``None`` means ``window`` (non-overlapping).
       padding: "VALID" (drop a remainder), "SAME" or an integer p.
-      impl: "auto" (= "slices"), "slices" (elementwise maximum over the window's
-        strided views), "reduce_window" or "reshape" (non-overlapping windows that
-        need no padding only).
+      impl: "auto" (see ``resolve_pool_impl``: "slices" on CPU, "reduce_window"
+        elsewhere), "slices" (elementwise maximum over the window's strided views),
+        "reduce_window" or "reshape" (non-overlapping windows that need no padding only).
 
     Returns:
       (N, H_out, W_out, C) (or (N, L_out, C)).
@@ -258,12 +258,34 @@ def _pool_impl(impl: str, x: Array, window: tuple[int, ...], strides: tuple[int,
         raise ValueError(f"impl: got 'reshape' for window {window}, strides {strides}, padding "
                          f"{padding!r} on {x.shape[1:-1]}; allowed: 'reshape' only when strides "
                          "== window and no padding is needed")
-    if impl == "auto":
-        # The views are plain strided slices and elementwise ops on every backend, and
-        # their gradient is cheap; reduce_window's max gradient is slow on CPU
-        # (experiments/architectures.py cnn_speed times all three).
-        return "slices"
-    return impl
+    return resolve_pool_impl(impl)
+
+
+def resolve_pool_impl(impl: str, backend: str | None = None) -> str:
+    """The implementation ``impl`` stands for on ``backend``.
+
+    "auto" is "slices" on CPU, where reduce_window's max gradient is the slowest part
+    of a small CNN's step (experiments/architectures.py cnn_speed times all three), and
+    "reduce_window" on every other backend: the hand-written path was never measured
+    there, and XLA's own reduction is what Flax runs.
+
+    Args:
+      impl: one of ``POOL_IMPLS``.
+      backend: "cpu", "gpu", "tpu", ...; ``None`` reads ``jax.default_backend()``.
+
+    Returns:
+      ``impl`` itself unless it is "auto".
+
+    >>> resolve_pool_impl("auto", "cpu"), resolve_pool_impl("auto", "gpu")
+    ('slices', 'reduce_window')
+    >>> resolve_pool_impl("reshape", "tpu")
+    'reshape'
+    """
+    if impl not in POOL_IMPLS:
+        raise ValueError(f"impl: got {impl!r}; allowed: {', '.join(POOL_IMPLS)}")
+    if impl != "auto":
+        return impl
+    return "slices" if (backend or jax.default_backend()) == "cpu" else "reduce_window"
 
 
 def global_avg_pool(x: Array) -> Array:
@@ -283,4 +305,4 @@ def global_avg_pool(x: Array) -> Array:
     return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
-__all__ = ["POOL_IMPLS", "avg_pool", "global_avg_pool", "max_pool"]
+__all__ = ["POOL_IMPLS", "avg_pool", "global_avg_pool", "max_pool", "resolve_pool_impl"]

@@ -55,7 +55,8 @@ BATCH_NORM_EPSILON = 1e-5
 
 def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
                     epsilon: float = BATCH_NORM_EPSILON, dtype: Any = jnp.float32,
-                    param_dtype: Any = jnp.float32, name: str | None = None) -> nn.BatchNorm:
+                    param_dtype: Any = jnp.float32, axis_name: str | None = None,
+                    name: str | None = None) -> nn.BatchNorm:
     """Flax's batch normalization over every axis but the last (features/channels).
 
     Training: μ_B, σ²_B are the batch mean and the biased variance (1/m)Σ(x − μ_B)²
@@ -64,12 +65,20 @@ def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
     σ² ← momentum·σ² + (1 − momentum)·σ²_B. Evaluation uses the running μ, σ².
     Parameters: γ ("scale") and β ("bias"), 2 per feature.
 
+    With ``axis_name`` (synchronized batch norm), training averages the per-device
+    mean and mean of squares over that mapped axis (``jax.lax.pmean``, as
+    ``flax.linen.BatchNorm(axis_name=...)``), so under ``jax.pmap`` every device
+    normalizes with, and stores, the statistics of the whole global batch: the result
+    of one device holding the whole batch (equal shards per device).
+
     Args:
       train: normalize with the batch statistics and update the running ones.
       momentum: weight of the old running average (Flax convention; 0.9 here is
         PyTorch's momentum=0.1).
       epsilon: ε added to the variance.
       dtype, param_dtype: computation and parameter dtypes.
+      axis_name: the mapped axis (e.g. ``pmap``'s ``axis_name``) to average the batch
+        statistics over; None uses each device's own batch.
       name: the layer's name.
 
     Returns:
@@ -85,8 +94,10 @@ def make_batch_norm(*, train: bool, momentum: float = BATCH_NORM_MOMENTUM,
         raise ValueError(f"momentum: got {momentum!r}; allowed: 0 <= momentum < 1")
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
         raise ValueError(f"epsilon: got {epsilon!r}; allowed: a number > 0")
+    if axis_name is not None and (not isinstance(axis_name, str) or not axis_name):
+        raise ValueError(f"axis_name: got {axis_name!r}; allowed: None or a non-empty string")
     return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                        dtype=dtype, param_dtype=param_dtype, name=name)
+                        dtype=dtype, param_dtype=param_dtype, axis_name=axis_name, name=name)
 
 
 __all__ = ["BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM", "check_rate", "make_batch_norm", "make_dropout"]

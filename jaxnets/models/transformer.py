@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.models import register_model
+from jaxnets.models import compute_dtype, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation
 
 #: Position encodings: a learned table or the fixed sinusoids.
@@ -742,21 +742,22 @@ def _build_transformer(output_dim: int, vocab_size: int | None = DEFAULT_VOCAB_S
                        d_model: int = 64, num_heads: int = 4, num_layers: int = 2,
                        mlp_dim: int = 256, max_len: int = 128, positions: str = "sinusoidal",
                        dropout_rate: float = 0.0, activation: str = "gelu",
-                       pad_id: int | None = 0) -> nn.Module:
+                       pad_id: int | None = 0, dtype: str = "float32") -> nn.Module:
     return TransformerClassifier(output_dim=output_dim, vocab_size=vocab_size, d_model=d_model,
                                  num_heads=num_heads, num_layers=num_layers, mlp_dim=mlp_dim,
                                  max_len=max_len, positions=positions, dropout_rate=dropout_rate,
-                                 activation=activation, pad_id=pad_id)
+                                 activation=activation, pad_id=pad_id, dtype=compute_dtype(dtype))
 
 
 def _build_transformer_lm(output_dim: int, d_model: int = 64, num_heads: int = 4,
                           num_layers: int = 2, mlp_dim: int = 256, max_len: int = 128,
                           positions: str = "sinusoidal", dropout_rate: float = 0.0,
-                          activation: str = "gelu") -> nn.Module:
+                          activation: str = "gelu", dtype: str = "float32") -> nn.Module:
     # A language model predicts one of its own tokens: output_dim is the vocabulary size.
     return TransformerLM(vocab_size=output_dim, d_model=d_model, num_heads=num_heads,
                          num_layers=num_layers, mlp_dim=mlp_dim, max_len=max_len,
-                         positions=positions, dropout_rate=dropout_rate, activation=activation)
+                         positions=positions, dropout_rate=dropout_rate, activation=activation,
+                         dtype=compute_dtype(dtype))
 
 
 register_model("transformer", _build_transformer,
