@@ -85,6 +85,7 @@ def split_grouped_items(text: str) -> str:
     lines = text.splitlines()
     out: list[str] = []
     section_indent = None  # indentation of the current Args/Attributes header, if inside one
+    item_indent = None  # indentation of that section's items (its first line's)
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -92,9 +93,12 @@ def split_grouped_items(text: str) -> str:
         header = _SECTION.match(line)
         if header:
             section_indent = indent if header.group(2) in _ITEM_SECTIONS else None
+            item_indent = None
         elif line.strip() and section_indent is not None and indent <= section_indent:
             section_indent = None
-        item = _GROUPED_ITEM.match(line) if section_indent is not None and not header else None
+        elif line.strip() and section_indent is not None and item_indent is None:
+            item_indent = indent
+        item = _GROUPED_ITEM.match(line) if section_indent is not None and indent == item_indent else None
         if item is None:
             out.append(line)
             i += 1
