@@ -6,10 +6,12 @@ measured, also written to ``out/results.json``) and ends with
     if __name__ == "__main__":
         sys.exit(main_for(run, "name", __doc__))
 
-so that ``python -m experiments.NAME`` runs the fast default (under ~2 minutes on 2
-CPU cores), ``--full`` the long setting, ``--out DIR`` picks the output directory
-(default ``results/NAME``) and ``--update-docs`` copies the headline table into its
-docs page between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
+so that ``python -m experiments.NAME`` runs the fast default, ``--full`` the long
+setting, ``--out DIR`` picks the output directory (default ``results/NAME``) and
+``--update-docs`` copies the headline table, with the run's wall time, into its docs page
+between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``, and the run's figures into
+``docs/figures/NAME/`` (:func:`publish_figures`), where the page shows them. No run time
+is typed anywhere: the generated block records the measured one.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from jaxnets.host_memory import retain_freed_memory
 from jaxnets.io import atomic_write_bytes, atomic_write_json, atomic_write_text, replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where the docs pages find the experiments' figures (committed, unlike ``results/``).
+FIGURES = ROOT / "docs" / "figures"
+#: A published figure larger than this is shrunk to a 256-colour palette (they are committed).
+MAX_FIGURE_BYTES = 200_000
 
 
 def save_json(out: Path, results: dict[str, Any]) -> Path:
@@ -41,6 +47,35 @@ def save_figure(fig, path: Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def publish_figures(out: Path, name: str, figures: Path = FIGURES) -> list[Path]:
+    """Copy the run's figures ``out/*.png`` to ``figures/NAME/``, where the docs page links them.
+
+    The folder is emptied first: a figure the experiment no longer draws disappears, and
+    a page that still shows it then fails ``mkdocs build --strict`` (a link to a missing file).
+    A PNG over ``MAX_FIGURE_BYTES`` is stored with a 256-colour palette (plots use few colours).
+
+    Returns:
+      The published files, sorted.
+    """
+    from PIL import Image
+
+    target = Path(figures) / name
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.png"):
+        old.unlink()
+    published = []
+    for source in sorted(Path(out).glob("*.png")):
+        data = source.read_bytes()
+        if len(data) > MAX_FIGURE_BYTES:
+            buffer = io.BytesIO()
+            with Image.open(source) as image:
+                image.convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+            data = buffer.getvalue()
+        atomic_write_bytes(target / source.name, data)
+        published.append(target / source.name)
+    return published
 
 
 def save_text(path: Path, text: str) -> Path:
@@ -85,6 +120,9 @@ def main_for(run: Callable[..., dict], name: str, doc: str | None,
     if text:
         print(text)
     print(f"wrote {args.out} ({seconds:.0f} s)")
+    if args.update_docs:
+        for path in publish_figures(args.out, name):
+            print(f"published {path.relative_to(ROOT)} ({path.stat().st_size // 1000} kB)")
     if args.update_docs and text:
         setting = "--full" if args.full else "default"
         replace_marked_block(ROOT / "docs" / "experiments" / f"{name}.md", name,

@@ -238,12 +238,23 @@ def comparison_table(results: Mapping[str, Any]) -> str:
         diff = row["difference"]
         low, high = _num(diff.get("low")), _num(diff.get("high"))
         ci = f"[{low * scale:{form}}, {high * scale:{form}}]" if math.isfinite(low) else "n/a"
-        t = _num(row.get("t"))
-        p = _num(row.get("p_value"))
+        # Identical arms have no t statistic (0/0): say so rather than print "nan" and p = 1.
+        t_cell, p_cell = ("—", "identical") if stats.identical(row) else (_t_text(row), _p_text(_num(row.get("p_value"))))
         lines.append(f"| `{row['a']}` − `{row['b']}` | {_LABELS.get(metric, metric)} | "
                      f"{_num(diff['mean']) * scale:{form}} | {ci} | "
-                     f"{t:.2f} | {_p_text(p)} | {row['n']} |")
+                     f"{t_cell} | {p_cell} | {row['n']} |")
     return "\n".join(lines)
+
+
+def _t_text(row: Mapping[str, Any]) -> str:
+    t = _num(row.get("t"))
+    if math.isfinite(t):
+        return f"{t:.2f}"
+    mean = _num(row["difference"].get("mean"))
+    if _num(row.get("p_value")) == 0.0 and math.isfinite(mean) and mean != 0.0:
+        # A constant nonzero difference: zero spread, t = ±inf (stored as null in JSON).
+        return "inf" if mean > 0 else "-inf"
+    return "n/a"
 
 
 def _p_text(p: float) -> str:
@@ -288,7 +299,9 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
               else f"{level}% CI {low:+.3g} to {high:+.3g}") if math.isfinite(low) else "no interval"
         p_value = _p_text(_num(row["p_value"]))
         tail = f"paired t-test p {p_value if p_value.startswith('<') else '= ' + p_value}, {row['n']} seeds"
-        if math.isfinite(low) and (low > 0 or high < 0):
+        if stats.identical(row):
+            sentence = f"**{a} vs {b}**: identical final {what} on every seed ({row['n']} seeds)"
+        elif math.isfinite(low) and (low > 0 or high < 0):
             better = a if (mean > 0) == classification else b
             worse = b if better == a else a
             size = f"{abs(mean) * scale:.1f}{unit}" if classification else f"{abs(mean):.3g}"
@@ -298,7 +311,9 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
                         f"(mean {mean * scale:+.1f}{unit}, {ci}; {tail})" if classification else
                         f"**{a} vs {b}**: no difference in final {what} is detected (mean {mean:+.3g}, {ci}; {tail})")
         loss_row = _find(results, a, b, "final_train_loss")
-        if loss_row is not None and math.isfinite(_num(loss_row["difference"]["mean"])):
+        if loss_row is not None and stats.identical(loss_row):
+            sentence += "; identical final training losses."
+        elif loss_row is not None and math.isfinite(_num(loss_row["difference"]["mean"])):
             loss_diff = loss_row["difference"]
             l_low, l_high = _num(loss_diff.get("low")), _num(loss_diff.get("high"))
             if math.isfinite(l_low) and l_low > 0:

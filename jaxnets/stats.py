@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -202,6 +202,27 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     t = interval.mean / (interval.std / math.sqrt(n))
     p = float(2.0 * scipy_stats.t.sf(abs(t), n - 1))
     return PairedTest(interval, float(t), p, n)
+
+
+def identical(test: PairedTest | Mapping[str, Any]) -> bool:
+    """Whether every one of at least 2 paired differences is exactly 0: the arms agree seed by seed.
+
+    There is no t statistic then (0/0); :func:`paired_difference` stores t = NaN and p = 1,
+    and a report should say "identical" rather than print them.
+
+    Args:
+      test: a :class:`PairedTest`, or its ``as_dict()`` read back from JSON (NaN as None).
+
+    Returns:
+      True for identical arms; False otherwise, including a constant nonzero difference.
+
+    >>> identical(paired_difference([0.9, 0.8], [0.9, 0.8])), identical(paired_difference([0.9, 0.8], [0.8, 0.8]))
+    (True, False)
+    """
+    if isinstance(test, PairedTest):
+        test = test.as_dict()
+    t, p = test.get("t"), test.get("p_value")
+    return test.get("n", 0) >= 2 and p == 1.0 and (t is None or math.isnan(t))
 
 
 __all__ = ["DEFAULT_CONFIDENCE", "Interval", "PairedTest", "mean_ci", "paired_difference", "t_quantile"]

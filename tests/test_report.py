@@ -176,3 +176,29 @@ def test_cli_is_wired_into_jaxnets_when_available(tmp_path, capsys):
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_identical_arms_print_identical_not_nan(tmp_path):
+    """Two arms with the same value on every seed (e.g. adam and an Adam recipe at the same rate):
+    no t statistic exists (0/0), so the table and the verdict say "identical", not "nan" and p = 1."""
+    metrics = compare.PAIRED_METRICS_CLASSIFICATION
+    same = {m: [0.75, 0.5, 0.625] for m in metrics}
+    shifted = {m: [v + 0.125 for v in values] for m, values in same.items()}  # exactly constant difference
+    arms = [{"label": label, "runs": {"seeds": [0, 1, 2], "per_seed": per_seed}}
+            for label, per_seed in (("adam", same), ("adam_recipe", same), ("other", shifted))]
+    results = report.demo_results()
+    results["config"]["pairs"] = [["adam", "adam_recipe"], ["other", "adam"]]
+    results["comparisons"] = compare.paired_comparisons(arms, results["config"]["pairs"], "multiclass")
+    compare.save_results(results, tmp_path)  # through JSON, as a report is made: NaN is stored as null
+    loaded = report.load_results(tmp_path)
+    lines = report.comparison_table(loaded).splitlines()[2:]
+    identical = [line for line in lines if line.startswith("| `adam` − `adam_recipe`")]
+    assert len(identical) == len(metrics)
+    for line in identical:
+        assert line.endswith("| — | identical | 3 |"), line
+    assert not any("nan" in line for line in lines)
+    shifted_rows = [line for line in lines if line.startswith("| `other` − `adam`")]
+    assert shifted_rows and all("| inf | < 0.001 |" in line for line in shifted_rows), shifted_rows
+    sentence = report.verdicts(loaded)[0]
+    assert sentence == ("**adam vs adam_recipe**: identical final test accuracy on every seed (3 seeds); "
+                        "identical final training losses."), sentence

@@ -106,3 +106,14 @@ def test_bad_input_is_one_line(call, message):
 def test_doctests():
     result = doctest.testmod(stats)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_identical_arms_are_told_apart_from_a_constant_shift():
+    """All d_i = 0 is the one case with t = NaN and p = 1; identical() names it, also from JSON."""
+    same = stats.paired_difference([0.7, 0.8, 0.9], [0.7, 0.8, 0.9])
+    assert stats.identical(same)
+    stored = {**same.as_dict(), "t": None}  # results.json stores NaN as null
+    assert stats.identical(stored)
+    assert not stats.identical(stats.paired_difference([0.8, 0.9, 1.0], [0.7, 0.8, 0.9]))  # d = 0.1 each
+    assert not stats.identical(stats.paired_difference([0.7, 0.9, 0.8], [0.8, 0.8, 0.8]))  # d̄ = 0, s_d > 0
+    assert not stats.identical(stats.paired_difference([0.7], [0.7]))  # one pair: no test at all
