@@ -145,7 +145,14 @@ def _check_float(field: str, value: Any) -> float:
     number = float(value)
     if not math.isfinite(number) or not test(number):
         raise _fail(field, value, allowed)
+    if number and not _FLOAT32_TINY <= abs(number) <= _FLOAT32_MAX:
+        # Hyperparameters live in float32 state: 1e300 would become inf, 1e-320 zero.
+        raise _fail(field, value, f"{allowed}, held by float32 (|x| from 1.2e-38 to 3.4e38)")
     return number
+
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_int(field: str, value: Any, minimum: int) -> int:
@@ -525,9 +532,44 @@ def create(
     static = ("factor", "mask", *(k for k in _STATIC_HYPERPARAMS if k in values))
     injected = optax.inject_hyperparams(factory, static_args=static)
     tx = injected(name=name, factor=factor, mask=mask, **values)
-    if mask is None:
-        return tx
-    return tx._replace(init=_checking_mask(tx.init, mask, weight_decay_mask))
+    if mask is not None:
+        tx = tx._replace(init=_checking_mask(tx.init, mask, weight_decay_mask))
+    # Only what changes the updates: a constant schedule ignores total_steps, so a
+    # resumed run may train longer without being refused.
+    used = _SCHEDULE_ARGS.get(schedule, ()) if isinstance(schedule, str) else ()
+    arguments = {"total_steps": total_steps, "decay_rate": decay_rate, "step_size": step_size, "alpha": alpha}
+    spec = {"name": name, "schedule": _callable_name(schedule) if callable(schedule) else schedule,
+            **{key: arguments[key] for key in used}, "warmup_steps": warmup_steps,
+            "weight_decay_mask": _callable_name(weight_decay_mask) if callable(weight_decay_mask)
+            else weight_decay_mask, **values}
+    return Described.of(tx, spec)
+
+
+#: The arguments each named schedule reads (see make_schedule).
+_SCHEDULE_ARGS = {"step": ("decay_rate", "step_size"), "exponential": ("decay_rate", "step_size"),
+                  "cosine": ("total_steps", "alpha")}
+
+
+class Described(optax.GradientTransformationExtraArgs):
+    """An Optax transformation that also records how ``create`` built it (``spec``).
+
+    It is still the (init, update) pair Optax expects; ``spec`` is what ``fit``
+    stores with a checkpoint and compares on resume, so a changed schedule or
+    hyperparameter is refused instead of silently ignored.
+    """
+
+    @classmethod
+    def of(cls, tx: optax.GradientTransformationExtraArgs, spec: dict) -> "Described":
+        described = cls(*tx)
+        described.__dict__["spec"] = spec
+        return described
+
+    def _replace(self, **changes):  # keep the spec through optax's and our own _replace
+        return Described.of(optax.GradientTransformationExtraArgs(*self)._replace(**changes), self.spec)
+
+
+def _callable_name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def _checking_mask(init: Callable[[Any], Any], mask: Callable[[Any], Any],

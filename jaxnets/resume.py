@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxnets.checkpoint import CheckpointManager
+from jaxnets.checkpoint import CheckpointManager, CorruptCheckpointError
 from jaxnets.config import CheckpointConfig, TrainConfig
 from jaxnets.state import TrainState
 
@@ -89,7 +89,8 @@ def check_resumable(stored: dict, wanted: dict) -> None:
     """Raise ``ResumeMismatch`` on the first field where the checkpoint's run differs."""
     for section in ("config", "model", "optimizer"):
         saved, given = stored.get(section, {}), wanted.get(section, {})
-        for key in sorted(set(saved) | set(given)):
+        # What names the run comes first: the optimizer's name before its hyperparameters.
+        for key in sorted(set(saved) | set(given), key=lambda k: (k not in ("name", "class", "schedule"), k)):
             if section == "config" and key in RESUMABLE_CHANGES:
                 continue
             if saved.get(key) != given.get(key):
@@ -100,6 +101,11 @@ def check_resumable(stored: dict, wanted: dict) -> None:
     if "training_data_sha256" in stored and stored["training_data_sha256"] != wanted["training_data_sha256"]:
         raise ResumeMismatch("training data: got different rows than the checkpoint was trained on "
                              "(dataset, validation split or seed changed); resume with the same data")
+
+
+def _stored_run(metadata: dict) -> dict:
+    """The run description of a checkpoint (older ones stored only the config)."""
+    return metadata.get("run", {"config": metadata.get("config", {})})
 
 
 class Resumed(NamedTuple):
@@ -123,8 +129,17 @@ def resume(checkpoint: CheckpointConfig | None, state: TrainState, spec: dict) -
             warnings.warn(f"no checkpoint in {checkpoint.directory} yet: starting from step 0",
                           ResumeNotice, stacklevel=3)
         return Resumed(state, [], manager)
-    restored = manager.restore_latest_valid(state)
-    check_resumable(restored.metadata.get("run", {"config": restored.metadata.get("config", {})}), spec)
+    try:  # refuse a changed run before reading any tensor (the newest manifest says what it was)
+        check_resumable(_stored_run(manager.manifest(manager.latest_step())["metadata"]), spec)
+    except CorruptCheckpointError:
+        pass  # restore_latest_valid reports or skips it
+    try:
+        restored = manager.restore_latest_valid(state)
+    except CorruptCheckpointError:
+        raise
+    except ValueError as error:  # a different model or optimizer: the state does not fit
+        raise ResumeMismatch(str(error)) from None
+    check_resumable(_stored_run(restored.metadata), spec)
     for newer in manager.steps():
         if newer > restored.step:
             manager.delete(newer)

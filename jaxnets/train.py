@@ -126,6 +126,7 @@ def prepare(model: nn.Module, data: Dataset, tx: Any, config: TrainConfig, *, nu
     if data.num_test:
         splits.append(("test_", *check_arrays(data.x_test, data.y_test, "test")))
     check_monitor(config, data)
+    check_model_fits_data(model, data, [x_train, *(x for prefix, x, _ in splits if prefix != "train_")])
     check_output_shape(model, data, x_train, y_train, objective)
     geometry = batch_geometry(int(x_train.shape[0]), config.batch_size, shuffle=config.shuffle,
                               drop_remainder=config.drop_remainder, num_devices=num_devices)
@@ -158,6 +159,24 @@ def check_monitor(config: TrainConfig, data: Dataset) -> None:
     task_metrics = ("val_accuracy",) if data.task != "regression" else ("val_rmse", "val_r2")
     if config.monitor not in ("val_loss", *task_metrics):
         raise fail("monitor", config.monitor, f"val_loss or {' or '.join(task_metrics)} for a {data.task} task")
+
+
+def check_model_fits_data(model: nn.Module, data: Dataset, inputs: Sequence[np.ndarray]) -> None:
+    """A model for some tasks only (``supported_tasks``), or one that looks up token ids
+    (a ``vocab_size`` field), is refused on data it cannot mean anything on."""
+    tasks = getattr(type(model), "supported_tasks", None)
+    if tasks is not None and data.task not in tasks:
+        raise fail("model", type(model).__name__, f"a model for a {data.task} task ({type(model).__name__} is for "
+                   f"{' and '.join(tasks)} tasks only)")
+    vocab = getattr(model, "vocab_size", None)
+    if isinstance(vocab, int) and not all(_token_ids(x, vocab) for x in inputs):
+        raise fail("model", type(model).__name__, f"inputs that are token ids (integers 0..{vocab - 1}); "
+                   f"{data.name!r} has other values: use a model for feature vectors (e.g. mlp), or "
+                   "vocab_size=None for float sequences")
+
+
+def _token_ids(x: np.ndarray, vocab: int) -> bool:
+    return x.size == 0 or bool(np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab)
 
 
 def expected_output_shape(task: str, y_shape: tuple[int, ...], output_dim: int) -> list[tuple[int, ...]]:
@@ -428,11 +447,12 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     1.0
     """
     started = time.perf_counter()
+    check_fit_arguments(model, data, tx, config)
     run = prepare(model, data, tx, config, num_devices=devices_for(config.parallel))
     if state is None:
         state = create_state(model_for_mode(model, config.parallel), tx, run.x_train, config.seed)
     check_batch_norm_mode(model, state, config.parallel)
-    spec = run_spec(model, state, config, run.x_train, run.y_train)
+    spec = run_spec(model, state, config, run.x_train, run.y_train, optimizer=getattr(tx, "spec", None))
     state, history, manager = resume(checkpoint, state, spec)
     # Measured on the single-device step of the global batch (the model without device axes).
     flops = flops_per_step(run.objective, state.replace(apply_fn=model.apply), run.geometry, run.x_train,

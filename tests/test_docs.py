@@ -81,10 +81,16 @@ def test_hidden_checks_follow_a_shown_block_and_are_run(page):
 
 
 def test_fit_has_no_per_step_callback():
-    """docs/execution.md: fit's only hook is on_epoch_end; per-step work needs your own loop."""
+    """docs/execution.md: fit's hooks run after evaluated epochs; per-step work needs your own loop."""
     import jaxnets
 
     hooks = [name for name in inspect.signature(jaxnets.fit).parameters if name.startswith(("on_", "callback"))]
-    assert hooks == ["on_epoch_end"]
+    assert hooks == ["callbacks", "on_epoch_end"]
+    seen = []
+    data = jaxnets.data.load("xor")
+    jaxnets.fit(jaxnets.models.MLP(hidden=(4,), output_dim=1), data, jaxnets.optim.create("sgd", 0.1),
+                jaxnets.TrainConfig(epochs=4, batch_size=2, eval_every=2, loop="python"),
+                callbacks=[lambda epoch, metrics, state: seen.append(int(state.step))])
+    assert seen == [4, 8]  # after evaluated epochs 1 and 3 (2 steps per epoch), never per step
     page = (DOCS / "execution.md").read_text()
     assert "per-step callback" not in page.replace("no per-step callback", "")

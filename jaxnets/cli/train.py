@@ -168,6 +168,9 @@ def build_run(args):
                           total_steps=steps_for(dataset.num_train, args.batch_size, args.epochs, args.drop_remainder),
                           clip_norm=args.clip_norm, **_optimizer_hyperparams(args))
     except ValueError as err:
+        field = str(err).split(":", 1)[0]
+        if field in _SCHEDULE_FIELDS:
+            raise UsageError(f"--schedule {args.schedule}: {err} (set it with --hparam {field}=VALUE)") from None
         raise UsageError(f"--optimizer {args.optimizer}: {err}") from None
     try:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, l1=args.l1,
@@ -184,18 +187,23 @@ def build_run(args):
     return dataset, model, model_options, tx, config
 
 
+#: Schedule arguments a user sets with --hparam.
+_SCHEDULE_FIELDS = ("step_size", "decay_rate", "total_steps", "alpha", "warmup_steps")
 #: Config fields and the options that set them, for one-line errors that name the option.
 _OPTION_OF = {"loss": "--loss", "head": "--loss", "monitor": "--monitor", "model": "--model",
               "batch_size": "--batch-size", "early_stopping_patience": "--early-stopping"}
 
 
 def _option_named(message: str) -> str:
-    field = message.split(":", 1)[0]
-    return f"{_OPTION_OF[field]} ({message})" if field in _OPTION_OF else message
+    """``loss: got ...`` -> ``--loss: got ...`` (the option the user typed)."""
+    field, _, rest = message.partition(":")
+    return f"{_OPTION_OF[field]}:{rest}" if field in _OPTION_OF else message
 
 
 def _optimizer_hyperparams(args) -> dict:
     hyperparams = dict(args.hparam)
+    if "total_steps" in hyperparams:
+        raise UsageError("--hparam: got total_steps; allowed: other names (total_steps is --epochs × steps per epoch)")
     if args.weight_decay is not None:
         hyperparams["weight_decay"] = args.weight_decay
     return hyperparams

@@ -6,7 +6,7 @@ the same as an ``MLP`` with ``hidden=()``, so the two can be swapped freely.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import math
 
@@ -184,6 +184,9 @@ class LogisticRegression(_LinearModel):
     >>> model.output_dim, model.apply(variables, x).tolist()
     (1, [[0.5], [0.5]])
     """
+
+    #: Tasks this model can be trained for (``fit`` refuses the others before compiling).
+    supported_tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass")
 
     num_classes: int = 2
     head: str = "logits"
