@@ -223,3 +223,52 @@ def test_fit_is_under_60_lines():
     assert isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
     body = length(fit) - (docstring.end_lineno - docstring.lineno + 1)
     assert body < MAX_FIT_LINES, f"fit has {body} lines without its docstring"
+
+
+def readme_layout() -> list[tuple[str, str]]:
+    """(entry, its text) for each jaxnets/ entry of README.md's Layout block, in order;
+    an entry's continuation lines (deeper indentation) are joined to its text."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```\n", 2)[1]
+    lines = block.split("jaxnets/\n", 1)[1].splitlines()
+    entries: list[tuple[str, str]] = []
+    for line in lines:
+        if not line.startswith("  "):
+            break
+        if line.startswith("   "):
+            entries[-1] = (entries[-1][0], entries[-1][1] + " " + line.strip())
+        else:
+            entry, _, rest = line.strip().partition(" ")
+            entries.append((entry, rest.strip()))
+    return entries
+
+
+def top_level(module: str) -> str:
+    """The README entry of a module: ``jaxnets.models.cnn`` -> ``models/``, ``jaxnets.train`` -> ``train.py``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "__init__.py"
+    if (PACKAGE / parts[1]).is_dir():
+        return parts[1] + "/"
+    return parts[1] + ".py"
+
+
+def test_readme_layout_lists_every_module_once():
+    entries = [entry for entry, _ in readme_layout()]
+    assert len(entries) == len(set(entries)), entries
+    assert sorted(entries) == sorted({top_level(m) for m in MODULES})
+    for entry, text in readme_layout():
+        if entry.endswith("/"):  # a package's line names each of its modules
+            names = {p.stem for p in (PACKAGE / entry).glob("*.py") if p.stem != "__init__"}
+            words = set(text.replace(",", " ").replace("(", " ").replace(")", " ").split())
+            assert names <= words, f"README Layout, {entry}: missing {sorted(names - words)}"
+
+
+def test_readme_layout_order_is_the_import_order():
+    """README promises: a module imports only modules listed above it."""
+    order = {entry: i for i, (entry, _) in enumerate(readme_layout())}
+    late = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {target} (listed below it)"
+            for name in MODULES for target, _, line in imports(name)
+            if target in MODULES and top_level(target) != top_level(name)
+            and order[top_level(target)] > order[top_level(name)]]
+    assert not late, "\n".join(late)
