@@ -136,7 +136,8 @@ def save_model(path, state: TrainState, model: nn.Module, *, feature_shape: tupl
       path: a directory (created; files in it are replaced atomically).
       state: the trained state (any parallel mode).
       model: the module the state was trained with.
-      feature_shape: the shape of one input (checked by ``predict --model-dir``).
+      feature_shape: the shape of one input (checked by ``predict --model-dir``);
+        None takes the one ``create_state`` recorded in ``state.input_shape``.
       task: the dataset's task, recorded for the reader.
       registry: ``{"name", "options"}`` when the model came from ``jaxnets.models.get_model``.
 
@@ -145,6 +146,8 @@ def save_model(path, state: TrainState, model: nn.Module, *, feature_shape: tupl
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    if feature_shape is None:
+        feature_shape = state.input_shape
     variables = jax.device_get(_one_replica(state).variables())
     atomic_write_bytes(path / VARIABLES_FILE, flax.serialization.to_bytes(variables))
     spec = {"format": FORMAT, "module": module_spec(model), "registry": registry,

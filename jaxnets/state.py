@@ -35,6 +35,9 @@ class TrainState(flax.struct.PyTreeNode):
       apply_fn: the model's pure ``apply`` (static, not traced).
       tx: the Optax optimizer (static, not traced).
       train_arg: whether the model's ``__call__`` takes ``train`` (static).
+      input_shape: the shape of one input example, from ``create_state``'s sample
+        (static); ``jaxnets.save_model`` records it so ``load_model`` can check the
+        variables against the module.
     """
 
     step: jnp.ndarray
@@ -45,6 +48,7 @@ class TrainState(flax.struct.PyTreeNode):
     apply_fn: Callable = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     train_arg: bool = flax.struct.field(pytree_node=False, default=True)
+    input_shape: tuple[int, ...] | None = flax.struct.field(pytree_node=False, default=None)
 
     def apply_gradients(self, grads, model_state=None) -> "TrainState":
         """θ ← θ + tx.update(∇θ), step ← step + 1 (and the new model state, if any)."""
@@ -131,6 +135,7 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_x, s
         apply_fn=model.apply,
         tx=tx,
         train_arg=train_arg,
+        input_shape=tuple(int(d) for d in sample.shape[1:]),
     )
 
 

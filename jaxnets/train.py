@@ -114,9 +114,16 @@ class Prepared(NamedTuple):
     eval_batch_size: int
 
 
-def prepare(model: nn.Module, data: Dataset, tx: Any, config: TrainConfig, *, num_devices: int = 1) -> Prepared:
-    """Check every argument and build the objective, the splits and the batch layout."""
+def prepare(model: nn.Module, data: Dataset, tx: Any, config: TrainConfig, *,
+            num_devices: int | None = None) -> Prepared:
+    """Check every argument and build the objective, the splits and the batch layout.
+
+    ``num_devices`` (the devices a global batch is split over) defaults to those of
+    ``config.parallel``; it is read only after ``config`` is known to be a ``TrainConfig``.
+    """
     check_fit_arguments(model, data, tx, config)
+    if num_devices is None:
+        num_devices = devices_for(config.parallel)
     objective = objective_for(data.task, loss=config.loss, head=config.head, l1=config.l1, l2=config.l2,
                               metrics=config.metrics)
     x_train, y_train = check_arrays(data.x_train, data.y_train, "train")
@@ -447,8 +454,7 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     1.0
     """
     started = time.perf_counter()
-    check_fit_arguments(model, data, tx, config)
-    run = prepare(model, data, tx, config, num_devices=devices_for(config.parallel))
+    run = prepare(model, data, tx, config)
     if state is None:
         state = create_state(model_for_mode(model, config.parallel), tx, run.x_train, config.seed)
     check_batch_norm_mode(model, state, config.parallel)
