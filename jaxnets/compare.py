@@ -69,6 +69,7 @@ from jaxnets.epochs import steps_for
 from jaxnets.evaluation import Evaluator
 from jaxnets.train import check_arrays
 from jaxnets.tree import params_sha256
+from jaxnets.version import __version__
 
 #: Version tag of the results layout written by :func:`run_comparison`.
 SCHEMA = "jaxnets.compare/1"
@@ -670,11 +671,9 @@ def environment() -> dict[str, Any]:
     import optax
     import scipy
 
-    import jaxnets
-
     devices = jax.devices()
     return {
-        "versions": {"jaxnets": jaxnets.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+        "versions": {"jaxnets": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
                      "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
                      "scipy": scipy.__version__, "python": platform.python_version()},
         "platform": {"system": platform.system(), "machine": platform.machine(),

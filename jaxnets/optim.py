@@ -534,15 +534,19 @@ def create(
     tx = injected(name=name, factor=factor, mask=mask, **values)
     if mask is not None:
         tx = tx._replace(init=_checking_mask(tx.init, mask, weight_decay_mask))
-    # Only what changes the updates: a constant schedule ignores total_steps, so a
-    # resumed run may train longer without being refused.
-    used = _SCHEDULE_ARGS.get(schedule, ()) if isinstance(schedule, str) else ()
-    arguments = {"total_steps": total_steps, "decay_rate": decay_rate, "step_size": step_size, "alpha": alpha}
-    spec = {"name": name, "schedule": _callable_name(schedule) if callable(schedule) else schedule,
-            **{key: arguments[key] for key in used}, "warmup_steps": warmup_steps,
+    schedule_args = {"total_steps": total_steps, "decay_rate": decay_rate, "step_size": step_size, "alpha": alpha,
+                     "warmup_steps": warmup_steps}
+    return Described.of(tx, _spec(name, schedule, schedule_args, weight_decay_mask, values))
+
+
+def _spec(name: str, schedule: Any, schedule_args: dict, weight_decay_mask: Any, values: dict) -> dict:
+    """How ``create`` built an optimizer: only what changes the updates (a constant schedule
+    ignores total_steps, so a resumed run may train longer without being refused)."""
+    used = (*_SCHEDULE_ARGS.get(schedule, ()), "warmup_steps") if isinstance(schedule, str) else ("warmup_steps",)
+    return {"name": name, "schedule": _callable_name(schedule) if callable(schedule) else schedule,
+            **{key: schedule_args[key] for key in used},
             "weight_decay_mask": _callable_name(weight_decay_mask) if callable(weight_decay_mask)
             else weight_decay_mask, **values}
-    return Described.of(tx, spec)
 
 
 #: The arguments each named schedule reads (see make_schedule).

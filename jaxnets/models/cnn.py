@@ -32,7 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import compute_dtype, pooling, register_model
+from jaxnets.models import pooling
+from jaxnets.models.registry import compute_dtype, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation, get_head
 from jaxnets.models.conv import CONV_IMPLS, Conv
 from jaxnets.models.initializers import get_initializer

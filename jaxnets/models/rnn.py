@@ -56,7 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import compute_dtype, register_model
+from jaxnets.models.registry import compute_dtype, register_model
 from jaxnets.models.activations import HEADS, get_head
 
 #: Cell names and the Flax cells behind them.

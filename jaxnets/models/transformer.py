@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.models import compute_dtype, register_model
+from jaxnets.models.registry import compute_dtype, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation
 
 #: Position encodings: a learned table or the fixed sinusoids.
