@@ -330,7 +330,8 @@ class TrainingLoop:
                 self._log_steps(sums, epoch + count - 1)
                 epoch += count
                 if self.progress is not None:
-                    self.progress.update(count)
+                    self.progress.update(count * steps)
+                    self.progress.set_description(f"epoch {epoch}/{config.epochs}")
                 stopping = stop.requested  # read once: a later signal is seen at the next boundary
                 evaluate = (epoch - first_epoch) % config.eval_every == 0 or epoch == config.epochs or stopping
                 if evaluate:
@@ -473,7 +474,7 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
         run.geometry, loop=config.loop, traces=traces)
     first_epoch = int(state.step) // run.geometry.steps_per_epoch
     loop = TrainingLoop(runner, run, config, run_keys(config.seed).data, manager, checkpoint, hooks, history, started,
-                        spec=spec, progress=_progress_bar(config, first_epoch))
+                        spec=spec, progress=_progress_bar(config, first_epoch, run.geometry.steps_per_epoch))
     try:
         final_state, last_epoch = loop.run_all(runner.put_state(state), first_epoch)
     finally:
@@ -482,10 +483,13 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     return finish(loop, final_state, stopper, first_epoch, last_epoch, traces, flops)
 
 
-def _progress_bar(config: TrainConfig, first_epoch: int):
+def _progress_bar(config: TrainConfig, first_epoch: int, steps_per_epoch: int):
+    """A bar counted in steps (updated after each compiled call), showing training metrics only
+    (the test metrics would squeeze it)."""
     if not config.progress:
         return None
-    return tqdm(total=config.epochs, initial=first_epoch, desc="train", unit="epoch")
+    return tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
+                desc=f"epoch {first_epoch}/{config.epochs}", unit="step", dynamic_ncols=True)
 
 
 def finish(loop: TrainingLoop, state: TrainState, stopper: EarlyStopping | None, first_epoch: int,
