@@ -236,5 +236,5 @@ __all__ += ["DecoderBlock", "EncoderBlock", "TransformerClassifier", "Transforme
 from jaxnets.models import cnn  # noqa: E402,F401
 from jaxnets.models.cnn import CNN, CNN1D, LeNet  # noqa: E402
 from jaxnets.models.conv import Conv  # noqa: E402
-from jaxnets.models.pooling import avg_pool, global_avg_pool, max_pool  # noqa: E402
+from jaxnets.kernels import avg_pool, global_avg_pool, max_pool  # noqa: E402
 __all__ += ["CNN", "CNN1D", "Conv", "LeNet", "avg_pool", "global_avg_pool", "max_pool"]
