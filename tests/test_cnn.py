@@ -5,6 +5,7 @@ positions for convolution and pooling, NumPy batch statistics for batch norm,
 hand-written parameter formulas, and float64 finite differences (check_grads).
 """
 import doctest
+import json
 import math
 import re
 from pathlib import Path
@@ -699,6 +700,8 @@ def test_registered_models_build_with_defaults():
         out = jax.eval_shape(lambda v, x, m=model: m.apply(v, x), variables, jnp.ones((2, *shape)))
         assert out.shape == (2, 10)
     assert get_model("cnn1d", output_dim=10, channels=8).channels == (8, 8, 8)
+    for name in ("cnn", "lenet", "cnn1d"):  # the one switch reaches the model from the registry
+        assert get_model(name, output_dim=10, conv_impl="xla").conv_impl == "xla"
 
 
 def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
@@ -706,10 +709,13 @@ def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
 
     status = main(["train", "--dataset", "digits", "--model", "cnn", "--model-opt",
                    "input_shape=8,8,1", "--model-opt", "channels=4", "--model-opt", "dense=16",
+                   "--model-opt", "conv_impl=xla",
                    "--epochs", "1", "--batch-size", "256", "--no-progress",
                    "--out", str(tmp_path / "run")])
     assert status == 0
     assert "test_accuracy" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert saved["module"]["fields"]["conv_impl"] == "xla"  # --model-opt conv_impl=xla reaches the model
 
 
 @pytest.mark.parametrize("kwargs, message", [
