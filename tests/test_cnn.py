@@ -5,6 +5,7 @@ positions for convolution and pooling, NumPy batch statistics for batch norm,
 hand-written parameter formulas, and float64 finite differences (check_grads).
 """
 import doctest
+import json
 import math
 import re
 from pathlib import Path
@@ -16,9 +17,11 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxnets as jn
-from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, conv, get_model, pooling, regularizers, windows
-from jaxnets.models.conv import convolve
-from jaxnets.models.pooling import avg_pool, global_avg_pool, max_pool
+from jaxnets import kernels
+from jaxnets.kernels import (avg_pool, conv, conv_bias_act_pool, convolve, fused, global_avg_pool, max_pool,
+                             pooling, select, windows)
+from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, get_model, regularizers
+from jaxnets.models import conv as conv_layer
 from jaxnets.models.regularizers import make_batch_norm, make_dropout
 from jaxnets.tree import count_params, params_sha256
 
@@ -202,15 +205,12 @@ def test_conv_dtypes_and_flax_equivalence():
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu", "cuda", "rocm", "tpu"])
 def test_auto_picks_the_hand_written_paths_on_cpu_only(backend):
-    on_cpu = backend == "cpu"
-    assert conv.resolve_conv_impl("auto", backend) == ("patches" if on_cpu else "xla")
-    assert pooling.resolve_pool_impl("auto", backend) == ("slices" if on_cpu else "reduce_window")
+    assert kernels.resolve("auto", backend) == ("patches" if backend == "cpu" else "xla")
     for impl in ("xla", "patches"):  # an explicit choice is kept on every backend
-        assert conv.resolve_conv_impl(impl, backend) == impl
-    for impl in ("slices", "reduce_window", "reshape"):
-        assert pooling.resolve_pool_impl(impl, backend) == impl
-    with pytest.raises(ValueError, match=r"^impl: got 'fast'; allowed: auto, slices"):
-        pooling.resolve_pool_impl("fast", backend)
+        assert kernels.resolve(impl, backend) == impl
+    for bad in ("fast", "slices", "reduce_window", None):
+        with pytest.raises(ValueError, match=r"^impl: got .*; allowed: auto, xla, patches$"):
+            kernels.resolve(bad, backend)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
@@ -219,7 +219,8 @@ def test_auto_layers_follow_the_default_backend(monkeypatch, backend):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     x = jnp.ones((2, 8, 8, 1))
     for model in (CNN(output_dim=3, channels=(2,), dense=()),  # max pooling fused into the conv
-                  CNN(output_dim=3, channels=(2,), dense=(), pool="avg")):
+                  CNN(output_dim=3, channels=(2,), dense=(), pool="avg"),
+                  CNN(output_dim=3, channels=(2,), dense=(), batch_norm=True)):  # pooled after BN
         variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda v: model.apply(v, x).sum()))(variables))
         assert ("conv_general_dilated" in jaxpr) == (backend != "cpu")
@@ -234,7 +235,7 @@ def test_patches_path_chunks_the_batch_and_keeps_values_and_gradients(monkeypatc
     monkeypatch.setattr(conv, "PATCH_WHOLE_BATCH_BYTES", 3 * 9 * 27 * 8)  # more than 3 examples: chunks
     with jax.enable_x64(True):
         # 1: the whole batch fits; 7 (prime): chunks of 3, the last padded; 64: chunks of 2 tile it exactly.
-        assert conv._examples_per_chunk(jnp.ones((n, 6, 6, 3)), jnp.ones((3, 3, 3, 4)), (2, 2), "SAME") \
+        assert conv.examples_per_chunk(jnp.ones((n, 6, 6, 3)), jnp.ones((3, 3, 3, 4)), (2, 2), "SAME") \
             == {1: 1, 7: 3, 64: 2}[n]
         rng = np.random.default_rng(n)
         x = jnp.asarray(rng.normal(size=(n, 6, 6, 3)))
@@ -274,59 +275,116 @@ def test_fused_conv_max_pool_equals_conv_then_reduce_window_float64(shape, windo
     monkeypatch.setattr(conv, "PATCH_WHOLE_BATCH_BYTES", chunk * per_example)
     with jax.enable_x64(True):
         xx, ww = jnp.asarray(x), jnp.asarray(w)
-        assert conv._examples_per_chunk(xx, ww, windows.as_tuple(strides, len(window), "strides"), padding,
-                                        with_output=True) == chunk
+        assert conv.examples_per_chunk(xx, ww, windows.as_tuple(strides, len(window), "strides"), padding,
+                                       with_output=True) == chunk
 
         def reference(a, b):
-            return max_pool(convolve(a, b, strides, padding, "xla"), pool, impl="reduce_window")
+            return max_pool(convolve(a, b, strides, padding, "xla"), pool, impl="xla")
 
-        def fused(a, b):
-            return conv.convolve_max_pool(a, b, pool, strides, padding, "patches")
+        def fused_path(a, b):
+            return fused.convolve_max_pool(a, b, pool, strides, padding, "patches")
 
         y_ref, pull_ref = jax.vjp(reference, xx, ww)
-        y_fused, pull_fused = jax.jit(lambda a, b: jax.vjp(fused, a, b))(xx, ww)
+        y_fused, pull_fused = jax.jit(lambda a, b: jax.vjp(fused_path, a, b))(xx, ww)
         probe = jnp.asarray(rng.normal(size=y_ref.shape))
         np.testing.assert_array_equal(np.asarray(y_fused), np.asarray(y_ref))
         for got, want in zip(pull_fused(probe), pull_ref(probe)):
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
-        jaxpr = str(jax.make_jaxpr(fused)(xx, ww))
+        jaxpr = str(jax.make_jaxpr(fused_path)(xx, ww))
         assert "conv_general_dilated" not in jaxpr and "reduce_window" not in jaxpr
 
 
 def test_fused_conv_max_pool_falls_back_to_the_two_calls():
-    """XLA convolutions, other pooling rules and empty batches run convolve, then max_pool."""
+    """XLA convolutions, empty batches and maps smaller than a window run convolve, then max_pool."""
     x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-    expected = max_pool(convolve(x, w, impl="xla"), 2)
-    for impl, pool_impl in [("xla", "auto"), ("patches", "reduce_window"), ("patches", "reshape")]:
-        got = conv.convolve_max_pool(x, w, 2, impl=impl, pool_impl=pool_impl)
-        np.testing.assert_allclose(got, expected, rtol=1e-6)
-        jaxpr = str(jax.make_jaxpr(lambda a, b: conv.convolve_max_pool(a, b, 2, impl=impl,
-                                                                        pool_impl=pool_impl))(x, w))
-        assert ("conv_general_dilated" in jaxpr) == (impl == "xla")
-        assert ("reduce_window" in jaxpr) == (pool_impl == "reduce_window")
-    assert conv.convolve_max_pool(jnp.ones((0, 8, 8, 3)), w, 2, impl="patches").shape == (0, 4, 4, 4)
-    with pytest.raises(ValueError, match=r"^pool_impl: got 'fast'; allowed: auto, slices"):
-        conv.convolve_max_pool(x, w, 2, pool_impl="fast")
+    expected = max_pool(convolve(x, w, impl="xla"), 2, impl="xla")
+    got = fused.convolve_max_pool(x, w, 2, impl="xla")
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    jaxpr = str(jax.make_jaxpr(lambda a, b: fused.convolve_max_pool(a, b, 2, impl="xla"))(x, w))
+    assert "conv_general_dilated" in jaxpr and "reduce_window" in jaxpr
+    assert fused.convolve_max_pool(jnp.ones((0, 8, 8, 3)), w, 2, impl="patches").shape == (0, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"^x: got spatial shape \(2, 2\); allowed: at least the pooling window"):
+        fused.convolve_max_pool(jnp.ones((1, 2, 2, 3)), w, 3, impl="patches")
+    with pytest.raises(ValueError, match=r"^impl: got 'slices'; allowed: auto, xla, patches$"):
+        fused.convolve_max_pool(x, w, 2, impl="slices")
     with pytest.raises(ValueError, match=r"^window: got 0; allowed"):
-        conv.convolve_max_pool(x, w, 0)
+        fused.convolve_max_pool(x, w, 0)
 
 
-def test_conv_layer_pools_before_the_bias():
-    """Conv(max_pool_window=p): max_pool(x ⋆ W) + b, the same parameters as without pooling."""
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 2)), jnp.float32)
-    plain = Conv(features=4)
-    pooled = Conv(features=4, max_pool_window=2)
-    variables = plain.init(jax.random.key(0), x)
-    variables = jax.tree.map(lambda v: v + 0.5, variables)  # a nonzero bias
-    assert jax.tree.map(jnp.shape, pooled.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
-    expected = max_pool(plain.apply(variables, x), 2)
-    np.testing.assert_allclose(pooled.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
+BLOCK_CASES = [  # activation, max_commutes, pool, with a normalization, x shape
+    ("relu", True, "max", False, (5, 9, 8, 2)),         # pooled first and fused on "patches"
+    ("leaky_relu", True, "max", False, (4, 11, 2)),     # 1-D, a remainder dropped
+    ("identity", True, "max", False, (3, 6, 6, 1)),
+    ("tanh", False, "max", False, (3, 8, 8, 2)),        # conv, bias, tanh, pool in this order
+    ("relu", True, "avg", False, (3, 8, 8, 2)),
+    ("relu", True, None, False, (3, 7, 7, 2)),
+    ("relu", True, "max", True, (3, 8, 8, 2)),          # a normalization in between: not reordered
+]
+
+
+@pytest.mark.parametrize("activation, max_commutes, pool, normalized, shape", BLOCK_CASES)
+def test_conv_bias_act_pool_equals_the_literal_block_on_both_paths_float64(activation, max_commutes, pool,
+                                                                           normalized, shape):
+    """pool(g(normalize(x ⋆ W) + b)) computed op by op with XLA, against both paths: values and gradients."""
+    from jaxnets.models.activations import get_activation
+
+    g = get_activation(activation)
+    rng = np.random.default_rng(sum(shape))
+    window = (3,) * (len(shape) - 2)
+    normalize = (lambda z: 2.0 * z - 0.5) if normalized else None
+    with jax.enable_x64(True):
+        # Integer inputs, kernels and biases: many exact ties inside the pooling windows.
+        x = jnp.asarray(rng.integers(-1, 2, size=shape), jnp.float64)
+        w = jnp.asarray(rng.integers(-1, 2, size=(*window, shape[-1], 3)), jnp.float64)
+        b = jnp.asarray(rng.integers(-2, 3, size=3), jnp.float64)
+
+        def literal(a, k, c):
+            z = lax_conv(a, k)
+            z = normalize(z) if normalize else z
+            z = g(z + c)
+            if pool is None:
+                return z
+            dims = (1, *(2,) * len(window), 1)
+            init, op = (-np.inf, jax.lax.max) if pool == "max" else (0.0, jax.lax.add)
+            y = jax.lax.reduce_window(z, np.float64(init), op, dims, dims, "VALID")
+            return y if pool == "max" else y / 2 ** len(window)
+
+        def block(impl):
+            return lambda a, k, c: conv_bias_act_pool(a, k, c, normalize=normalize, activation=g,
+                                                      max_commutes=max_commutes, pool=pool, impl=impl)
+
+        y_ref, pull_ref = jax.vjp(literal, x, w, b)
+        probe = jnp.asarray(rng.normal(size=y_ref.shape))
+        want = pull_ref(probe)
+        for impl in ("xla", "patches"):
+            y, pull = jax.jit(lambda a, k, c, impl=impl: jax.vjp(block(impl), a, k, c))(x, w, b)
+            np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+            for got, expected in zip(pull(probe), want):
+                np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-12, atol=1e-12)
+        jaxpr = str(jax.make_jaxpr(block("patches"))(x, w, b))
+        assert "conv_general_dilated" not in jaxpr and "reduce_window" not in jaxpr
+
+
+def lax_conv(x, w):
+    """XLA's convolution, SAME padding, stride 1 (the reference of the block tests)."""
+    spec = ("NHWC", "HWIO", "NHWC") if x.ndim == 4 else ("NWC", "WIO", "NWC")
+    return jax.lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), "SAME", dimension_numbers=spec)
+
+
+def test_conv_bias_act_pool_rejects_bad_options_in_one_line():
+    x, w = jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"^pool: got 'min'; allowed: max, avg, None$"):
+        conv_bias_act_pool(x, w, pool="min")
+    with pytest.raises(ValueError, match=r"^max_commutes: got 1; allowed: True, False$"):
+        conv_bias_act_pool(x, w, max_commutes=1)
+    with pytest.raises(ValueError, match=r"^impl: got 'cudnn'; allowed: auto, xla, patches$"):
+        conv_bias_act_pool(x, w, impl="cudnn")
 
 
 # ---------------------------------------------------------------- pooling
 
 
-POOL_CASES = [  # shape, window, strides, padding, reshape applies
+POOL_CASES = [  # shape, window, strides, padding, windows tile the input
     ((2, 4, 6, 3), (2, 2), (2, 2), "VALID", True),
     ((2, 7, 5, 2), (2, 2), (2, 2), "VALID", True),    # remainder row/column dropped
     ((2, 6, 6, 1), (3, 2), (3, 2), "SAME", True),     # divisible: no padding needed
@@ -339,20 +397,18 @@ POOL_CASES = [  # shape, window, strides, padding, reshape applies
 
 
 @pytest.mark.parametrize("op", ["max", "avg"])
-@pytest.mark.parametrize("shape, window, strides, padding, applies", POOL_CASES)
-def test_pooling_values_match_numpy_for_both_impls(op, shape, window, strides, padding, applies):
+@pytest.mark.parametrize("shape, window, strides, padding, tiles", POOL_CASES)
+def test_pooling_values_match_numpy_for_both_impls(op, shape, window, strides, padding, tiles):
     x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
     expected = np_pool(x, window, strides, padding, op)
     pool = max_pool if op == "max" else avg_pool
-    impls = ("slices", "reduce_window", "reshape", "auto") if applies else ("slices", "reduce_window", "auto")
-    for impl in impls:
+    for impl in ("patches", "xla", "auto"):
         got = pool(jnp.asarray(x), window, strides, padding, impl=impl)
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
-    if not applies:
-        with pytest.raises(ValueError, match=r"^impl: got 'reshape'"):
-            pool(jnp.asarray(x), window, strides, padding, impl="reshape")
+    with pytest.raises(ValueError, match=r"^impl: got 'reshape'; allowed: auto, xla, patches$"):
+        pool(jnp.asarray(x), window, strides, padding, impl="reshape")
     jaxpr = str(jax.make_jaxpr(lambda a: pool(a, window, strides, padding))(x))
-    assert "reduce_window" not in jaxpr  # "auto" is the strided views, whatever the window
+    assert "reduce_window" not in jaxpr  # "auto" on CPU is the strided views, whatever the window
 
 
 def test_global_avg_pool_matches_numpy():
@@ -361,7 +417,7 @@ def test_global_avg_pool_matches_numpy():
     assert global_avg_pool(jnp.ones((2, 7, 3))).shape == (2, 3)
 
 
-@pytest.mark.parametrize("impl", ["slices", "reduce_window", "reshape"])
+@pytest.mark.parametrize("impl", ["patches", "xla"])
 def test_pooling_check_grads_float64(impl):
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
@@ -379,21 +435,21 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(shape, window):
     # Few distinct values: ties are everywhere (as after a ReLU, where many are 0).
     x = np.random.default_rng(5).integers(0, 2, size=shape).astype(np.float32)
     expected = np_first_max_grad(x, window)
-    for impl in ("slices", "reduce_window", "reshape"):
+    for impl in ("patches", "xla"):
         grad = jax.jit(jax.grad(lambda a, impl=impl: jnp.sum(max_pool(a, window, impl=impl))))(
             jnp.asarray(x))
         np.testing.assert_array_equal(np.asarray(grad), expected)
-    # Forward mode works too (the reshape and slices paths' rules are custom JVPs).
+    # Forward mode works too (the patches path's rules are custom JVPs), overlapping windows included.
     tangent = jnp.ones(shape)
-    for impl in ("slices", "reshape"):
-        _, out = jax.jit(lambda a, t, impl=impl: jax.jvp(lambda b: max_pool(b, window, impl=impl), (a,),
+    for strides in (window, 1):
+        _, out = jax.jit(lambda a, t, s=strides: jax.jvp(lambda b: max_pool(b, window, s, impl="patches"), (a,),
                                                          (t,)))(jnp.asarray(x), tangent)
         np.testing.assert_array_equal(np.asarray(out), 1.0)
 
 
-@pytest.mark.parametrize("shape, window, strides, padding, applies", POOL_CASES)
-def test_max_pool_gradients_agree_across_impls_with_ties_and_overlaps(shape, window, strides, padding, applies):
-    """Overlapping and padded windows too: slices and reduce_window route every window's gradient alike."""
+@pytest.mark.parametrize("shape, window, strides, padding, tiles", POOL_CASES)
+def test_max_pool_gradients_agree_across_impls_with_ties_and_overlaps(shape, window, strides, padding, tiles):
+    """Overlapping and padded windows too: both paths route every window's gradient alike."""
     x = np.random.default_rng(3).integers(0, 3, size=shape).astype(np.float32)
     probe = np.random.default_rng(4).normal(size=np.shape(np_pool(x, window, strides, padding, "max")))
 
@@ -401,7 +457,7 @@ def test_max_pool_gradients_agree_across_impls_with_ties_and_overlaps(shape, win
         f = lambda a: jnp.sum(max_pool(a, window, strides, padding, impl=impl) * probe)  # noqa: E731
         return np.asarray(jax.jit(jax.grad(f))(jnp.asarray(x)))
 
-    np.testing.assert_allclose(grad("slices"), grad("reduce_window"), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad("patches"), grad("xla"), rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_propagates_nan():
@@ -644,6 +700,8 @@ def test_registered_models_build_with_defaults():
         out = jax.eval_shape(lambda v, x, m=model: m.apply(v, x), variables, jnp.ones((2, *shape)))
         assert out.shape == (2, 10)
     assert get_model("cnn1d", output_dim=10, channels=8).channels == (8, 8, 8)
+    for name in ("cnn", "lenet", "cnn1d"):  # the one switch reaches the model from the registry
+        assert get_model(name, output_dim=10, conv_impl="xla").conv_impl == "xla"
 
 
 def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
@@ -651,10 +709,13 @@ def test_cli_trains_a_cnn_on_digits_images(tmp_path, capsys):
 
     status = main(["train", "--dataset", "digits", "--model", "cnn", "--model-opt",
                    "input_shape=8,8,1", "--model-opt", "channels=4", "--model-opt", "dense=16",
+                   "--model-opt", "conv_impl=xla",
                    "--epochs", "1", "--batch-size", "256", "--no-progress",
                    "--out", str(tmp_path / "run")])
     assert status == 0
     assert "test_accuracy" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert saved["module"]["fields"]["conv_impl"] == "xla"  # --model-opt conv_impl=xla reaches the model
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -699,7 +760,8 @@ def test_digits_images_cnn_reaches_97_percent():
 # ---------------------------------------------------------------- docs and doctests
 
 
-@pytest.mark.parametrize("module", [windows, conv, pooling, regularizers, cnn], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [kernels, select, windows, conv, pooling, fused, conv_layer, regularizers, cnn],
+                         ids=lambda m: m.__name__)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -731,29 +793,90 @@ def test_docs_page_examples_run_and_print_what_they_say(page, capsys):
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity", "gelu", "tanh"])
-def test_cnn_max_pooling_first_keeps_values_and_gradients(activation):
-    """For relu/leaky_relu/identity the CNN pools before the bias and activation; nothing changes."""
+def test_cnn_blocks_are_conv_bias_activation_pool_on_both_paths(activation):
+    """The CNN equals conv → bias → activation → max pool written out with XLA, whatever it reorders inside."""
     from jaxnets.models.activations import get_activation
 
-    assert (activation in cnn.POOL_COMMUTING_ACTIVATIONS) == (activation in ("relu", "leaky_relu", "identity"))
+    commuting = conv_layer.POOL_COMMUTING_ACTIVATIONS
+    assert (activation in commuting) == (activation in ("relu", "leaky_relu", "identity"))
     with jax.enable_x64(True):
-        model = CNN(output_dim=3, channels=(4, 5), dense=(), activation=activation, dtype=jnp.float64,
-                    param_dtype=jnp.float64)
+        models = {impl: CNN(output_dim=3, channels=(4, 5), dense=(), activation=activation, dtype=jnp.float64,
+                            param_dtype=jnp.float64, conv_impl=impl) for impl in ("xla", "patches")}
         # Integer-valued inputs and kernels: many exact ties inside pooling windows.
         x = jnp.asarray(np.random.default_rng(0).integers(-1, 2, size=(3, 8, 8, 1)), jnp.float64)
-        params = jax.tree.map(lambda p: jnp.round(4 * p) / 4, model.init(jax.random.key(0), x)["params"])
+        params = jax.tree.map(lambda p: jnp.round(4 * p) / 4, models["xla"].init(jax.random.key(0), x)["params"])
         g = get_activation(activation)
 
         def reference(p):
             h = x
             for layer in ("conv_0", "conv_1"):
-                h = convolve(h, p[layer]["kernel"], impl="xla") + p[layer]["bias"]
-                h = max_pool(g(h), 2, impl="reduce_window")
+                h = lax_conv(h, p[layer]["kernel"]) + p[layer]["bias"]
+                h = jax.lax.reduce_window(g(h), -np.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
             return h.reshape(len(h), -1) @ p["output"]["kernel"] + p["output"]["bias"]
 
         probe = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3)))
-        ours = jax.value_and_grad(lambda p: jnp.sum(model.apply({"params": p}, x) * probe))(params)
         theirs = jax.value_and_grad(lambda p: jnp.sum(reference(p) * probe))(params)
-        np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
-        for got, want in zip(jax.tree.leaves(ours[1]), jax.tree.leaves(theirs[1])):
-            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+        for model in models.values():
+            ours = jax.value_and_grad(lambda p, m=model: jnp.sum(m.apply({"params": p}, x) * probe))(params)
+            np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+            for got, want in zip(jax.tree.leaves(ours[1]), jax.tree.leaves(theirs[1])):
+                np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the CPU seam
+
+
+def test_only_the_kernels_package_defines_custom_differentiation_rules():
+    """custom_vjp / custom_jvp appear under jaxnets/kernels/ only; the models hold no implementation switch."""
+    package = ROOT / "jaxnets"
+    users = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                   if re.search(r"custom_(vjp|jvp)", path.read_text()))
+    assert users and all(name.startswith("kernels/") for name in users), users
+    for path in (package / "models").glob("*.py"):
+        text = path.read_text()
+        for switch in ("resolve(", "default_backend", "pool_impl", "max_pool_window", "pool_first"):
+            assert switch not in text, (path.name, switch)
+        assert not re.search(r"[=!]= *[\"'](xla|patches)", text), path.name  # no branch on the implementation
+
+
+SEAM_MODELS = [  # model, example shape
+    (CNN(output_dim=3, channels=(4, 5), dense=(6,)), (9, 8, 1)),
+    (CNN(output_dim=3, channels=(4,), dense=(6,), batch_norm=True), (8, 8, 2)),
+    (CNN(output_dim=3, channels=(3,), dense=(), pool="avg", activation="tanh", strides=2), (9, 9, 1)),
+    (LeNet(output_dim=3), (8, 8, 1)),
+    (CNN1D(output_dim=3), (40,)),
+]
+
+
+@pytest.mark.parametrize("model, shape", SEAM_MODELS, ids=[f"{type(m).__name__}-{i}" for i, (m, _) in enumerate(SEAM_MODELS)])
+def test_variables_of_one_implementation_run_unchanged_on_the_other_float64(model, shape):
+    """Same variable names, shapes and initial values on both paths; outputs equal in float64."""
+    with jax.enable_x64(True):
+        models = {impl: model.clone(conv_impl=impl, dtype=jnp.float64, param_dtype=jnp.float64)
+                  for impl in ("patches", "xla")}
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(5, *shape)))
+        inits = {impl: m.init({"params": jax.random.key(0)}, x) for impl, m in models.items()}
+        assert jax.tree.map(jnp.shape, inits["patches"]) == jax.tree.map(jnp.shape, inits["xla"])
+        assert params_sha256(inits["patches"]) == params_sha256(inits["xla"])
+        variables = inits["patches"]
+        outputs = {impl: m.apply(variables, x) for impl, m in models.items()}
+        np.testing.assert_allclose(outputs["xla"], outputs["patches"], rtol=1e-12, atol=1e-12)
+        if "batch_stats" in variables:  # training mode too: batch statistics and their update
+            trained = {impl: m.apply(variables, x, train=True, mutable=["batch_stats"]) for impl, m in models.items()}
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
+                         trained["patches"], trained["xla"])
+
+
+def test_a_model_saved_with_the_patches_path_loads_and_predicts_with_xla(tmp_path):
+    data = _small_digits(64)
+    trained_with = CNN(output_dim=10, channels=(4, 6), dense=(8,), conv_impl="patches")
+    result = jn.fit(trained_with, data, jn.optim.create("adam", 1e-2), jn.TrainConfig(epochs=1, batch_size=32))
+    jn.save_model(tmp_path / "model", result.state, trained_with, feature_shape=data.x_train.shape[1:])
+    loaded = jn.load_model(tmp_path / "model", model=trained_with.clone(conv_impl="xla"))
+    assert loaded.model.conv_impl == "xla"
+    x = np.asarray(data.x_test[:20])
+    np.testing.assert_allclose(jn.predict(loaded, x), jn.predict(result.state, x), rtol=1e-5, atol=1e-6)
+    # And the other way round: the saved module (patches) runs what an XLA-built state holds.
+    rebuilt = jn.load_model(tmp_path / "model")
+    assert rebuilt.model.conv_impl == "patches"
+    np.testing.assert_allclose(jn.predict(rebuilt, x), jn.predict(loaded, x), rtol=1e-5, atol=1e-6)

@@ -31,7 +31,7 @@ from jaxnets.models.rnn import RecurrentNet
 from jaxnets.models.transformer import DecoderBlock, EncoderBlock, TransformerClassifier, TransformerLM
 from jaxnets.models.cnn import CNN, CNN1D, LeNet
 from jaxnets.models.conv import Conv
-from jaxnets.models.pooling import avg_pool, global_avg_pool, max_pool
+from jaxnets.kernels import avg_pool, global_avg_pool, max_pool
 
 __all__ = [
     "ACTIVATIONS", "COMPUTE_DTYPES", "compute_dtype", "DEFAULT_MLP_HIDDEN", "DEFAULT_NORMAL_STDDEV", "HEADS", "INITIALIZERS",

@@ -2,11 +2,16 @@
 
 A ``CNN`` is a stack of convolution blocks followed by a dense head:
 
-    block l  (l = 0..L−1):  h ← pool(g(BN(conv_l(h))))      (BN only with batch_norm,
-                                                              pool only with pool set)
+    block l  (l = 0..L−1):  h ← pool(g(BN(h ⋆ W_l) + b_l))  (BN only with batch_norm, which
+                                                              replaces b_l; pool only with pool set)
     features:               f = flatten(h)  or  global_avg_pool(h)
     head:                   f ← g(BN(dropout(f) W_j + b_j))   for each width in ``dense``
                             ŷ = head(dropout(f) W_out + b_out)
+
+Each block is one call of its ``Conv`` layer, which runs
+``jaxnets.kernels.conv_bias_act_pool``; ``conv_impl`` picks XLA's convolution and
+pooling or the hand-written CPU kernels ("auto": the latter on CPU only) and changes
+no value, gradient or parameter.
 
 Inputs are channels-last images (N, H, W, C) or signals (N, L, C); a batch of
 flat vectors (N, L) is read as signals with one channel, so MNIST-1D's (N, 40)
@@ -24,7 +29,6 @@ and a shift β per channel instead: + 2·C_l (and + 2·n_j) in place of + C_l (+
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Sequence
 
@@ -32,22 +36,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models import pooling
+from jaxnets.kernels import check_impl, global_avg_pool
+from jaxnets.kernels.windows import conv_output_size, normalize_padding
 from jaxnets.models.registry import compute_dtype, register_model
 from jaxnets.models.activations import ACTIVATIONS, get_activation, get_head
-from jaxnets.models.conv import CONV_IMPLS, Conv
+from jaxnets.models.conv import Conv
 from jaxnets.models.initializers import get_initializer
 from jaxnets.models.linear import check_dense_fields
-from jaxnets.models.pooling import POOL_IMPLS
 from jaxnets.models.regularizers import (BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM, check_rate,
                                          make_batch_norm, make_dropout)
-from jaxnets.models.windows import conv_output_size, normalize_padding
 
 #: Pooling after each convolution block.
 POOLS = ("max", "avg", None)
-#: Activations g with g(max z) = max g(z) exactly in floating point (piecewise linear,
-#: non-decreasing): with these, max pooling runs before the bias and the activation.
-POOL_COMMUTING_ACTIVATIONS = ("identity", "relu", "leaky_relu")
 
 
 def _is_int(value: Any) -> bool:
@@ -96,9 +96,9 @@ class CNN(nn.Module):
         None keeps it (adding one channel to flat vectors).
       head: output function, a key of ``HEADS``.
       kernel_init, init_scale: initializer of every kernel (see ``get_initializer``).
-      conv_impl: "auto", "xla" or "patches" (see ``jaxnets.models.conv``).
-      pool_impl: "auto", "slices", "reduce_window" or "reshape" (see
-        ``jaxnets.models.pooling.resolve_pool_impl``).
+      conv_impl: "auto", "xla" or "patches": XLA's convolution and pooling, or the
+        hand-written kernels of ``jaxnets.kernels`` ("auto": those on CPU only). The
+        same values, gradients and parameters either way.
       dtype, param_dtype: computation and parameter dtypes.
 
     >>> model = CNN(output_dim=10, channels=(4, 8), dense=(16,))
@@ -130,7 +130,6 @@ class CNN(nn.Module):
     kernel_init: str = "lecun"
     init_scale: float | None = None
     conv_impl: str = "auto"
-    pool_impl: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -155,10 +154,7 @@ class CNN(nn.Module):
         check_rate(self.dropout_rate)
         if self.input_shape is not None:
             self.input_shape = _ints(self.input_shape, "input_shape", allow_empty=False)
-        if self.conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl: got {self.conv_impl!r}; allowed: {', '.join(CONV_IMPLS)}")
-        if self.pool_impl not in POOL_IMPLS:
-            raise ValueError(f"pool_impl: got {self.pool_impl!r}; allowed: {', '.join(POOL_IMPLS)}")
+        check_impl(self.conv_impl, "conv_impl")
         name = self.batch_norm_axis_name
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"batch_norm_axis_name: got {name!r}; allowed: None or a non-empty "
@@ -299,27 +295,16 @@ class CNN(nn.Module):
         init = get_initializer(self.kernel_init, self.init_scale)
         per_layer = zip(self.channels, self._per_layer("kernel_size"),
                         self._per_layer("strides"), self._per_layer("padding"))
-        # Max pooling commutes with a per-channel bias and with a piecewise-linear,
-        # non-decreasing activation (exactly, in floating point too), so pooling first
-        # gives the same values and gradients while the bias and activation (forward
-        # and backward) touch pool_size² times fewer values.
-        pool_first = (self.pool == "max" and not self.batch_norm
-                      and self.activation in POOL_COMMUTING_ACTIVATIONS)
-        pool = functools.partial(pooling.max_pool, window=self.pool_size, impl=self.pool_impl)
-        fused_pool = dict(max_pool_window=self.pool_size, pool_impl=self.pool_impl) if pool_first else {}
         for index, (features, kernel, stride, padding) in enumerate(per_layer):
-            x = Conv(features, kernel, stride, padding, use_bias=not self.batch_norm,
-                     impl=self.conv_impl, kernel_init=self.kernel_init,
-                     init_scale=self.init_scale, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f"conv_{index}", **fused_pool)(x)
-            if self.batch_norm:
-                x = self._batch_norm(train, f"conv_bn_{index}")(x)
-            x = g(x)
-            if self.pool == "max" and not pool_first:
-                x = pool(x)
-            elif self.pool == "avg":
-                x = pooling.avg_pool(x, self.pool_size, impl=self.pool_impl)
-        x = pooling.global_avg_pool(x) if self.global_pool else x.reshape(x.shape[0], -1)
+            # One block: conv → (batch norm) → bias → activation → pool.
+            conv = Conv(features, kernel, stride, padding, use_bias=not self.batch_norm,
+                        impl=self.conv_impl, kernel_init=self.kernel_init,
+                        init_scale=self.init_scale, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"conv_{index}")
+            norm = self._batch_norm(train, f"conv_bn_{index}") if self.batch_norm else None
+            x = conv(x, normalize=norm, activation=self.activation, pool=self.pool,
+                     pool_size=self.pool_size)
+        x = global_avg_pool(x) if self.global_pool else x.reshape(x.shape[0], -1)
         for index, width in enumerate(self.dense):
             x = self._dropout(x, train)
             x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init, dtype=self.dtype,

@@ -1,4 +1,4 @@
-"""Sliding-window geometry shared by convolution and pooling: padding, output sizes, strided views.
+"""Sliding-window geometry shared by convolution and pooling, on both paths: padding, output sizes, strided views.
 
 Layout is channels-last: (N, H, W, C) for images, (N, L, C) for signals. Output size
 per spatial axis, for input size n, window k, stride s: SAME ⌈n/s⌉ (zero padding split
@@ -128,5 +128,5 @@ def shifted_views(padded: Array, window: Sequence[int], strides: Sequence[int],
     return views
 
 
-# is_int, as_tuple and shifted_views are shared with conv and pooling, not user API.
+# is_int, as_tuple and shifted_views are shared inside jaxnets (kernels, models), not user API.
 __all__ = ["PADDINGS", "Padding", "conv_output_size", "explicit_padding", "normalize_padding"]

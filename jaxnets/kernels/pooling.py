@@ -1,15 +1,16 @@
-"""Pooling: maximum and mean over sliding windows, and the global average.
+"""Pooling on both paths: maximum and mean over sliding windows, and the global average.
 
-Three implementations give identical values and gradients ("slices", what "auto" runs
-on CPU; ``lax.reduce_window``, what Flax's pooling runs and what "auto" runs on any other
-backend; a reshape for windows that tile the input). Every max-pooling path sends a window's gradient to its FIRST maximum in
-row-major order when entries tie, as reduce_window, Flax and PyTorch do
-(docs/architectures/cnn.md).
+The two paths (``jaxnets.kernels.select``) give identical values and gradients:
+``"xla"`` runs ``lax.reduce_window`` (what Flax's pooling runs); ``"patches"`` combines
+the window's k_h·k_w strided views of the input elementwise, with a custom JVP for the
+maximum. Both send a window's gradient to its FIRST maximum in row-major order when
+entries tie, as reduce_window, Flax and PyTorch do (docs/architectures/cnn.md); the
+helpers ``first_max_index`` and ``first_max_chosen`` carry that rule, also for the
+fused convolution + pooling of ``jaxnets.kernels.fused``.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import Sequence
 
@@ -18,15 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.models.windows import (Padding, as_tuple, conv_output_size, explicit_padding,
-                                    normalize_padding, shifted_views)
+from jaxnets.kernels.select import resolve
+from jaxnets.kernels.windows import (Padding, as_tuple, conv_output_size, explicit_padding,
+                                     normalize_padding, shifted_views)
 
 Array = jax.Array
-
-#: Pooling implementations: the k_h·k_w strided views of the input combined
-#: elementwise ("slices"), ``lax.reduce_window`` (what flax's pooling runs), or a reshape
-#: of non-overlapping windows; "auto" is ``resolve_pool_impl``'s choice per backend.
-POOL_IMPLS = ("auto", "slices", "reduce_window", "reshape")
 
 
 def _pool_args(x: Array, window: int | Sequence[int], strides: int | Sequence[int] | None,
@@ -44,8 +41,8 @@ def _pool_args(x: Array, window: int | Sequence[int], strides: int | Sequence[in
     return window, strides, padding
 
 
-def _reshape_applies(x: Array, window: tuple[int, ...], strides: tuple[int, ...],
-                     padding: Padding) -> bool:
+def _windows_tile(x: Array, window: tuple[int, ...], strides: tuple[int, ...],
+                  padding: Padding) -> bool:
     """Non-overlapping windows (stride == window) that need no padding.
 
     VALID drops a remainder (cropped first); SAME needs no padding only when the
@@ -69,7 +66,11 @@ def _blocks(x: Array, window: tuple[int, ...]) -> Array:
 
 
 def window_axes(ndim: int) -> tuple[int, ...]:
-    """The window axes of the (N, o_1, k_1, o_2, k_2, C) blocks view (also used by the fused convolution)."""
+    """The window axes of the (N, o_1, k_1, o_2, k_2, C) blocks view (also used by the fused convolution).
+
+    >>> window_axes(2)
+    (2, 4)
+    """
     return tuple(2 + 2 * d for d in range(ndim))
 
 
@@ -79,33 +80,6 @@ def window_rank(window: tuple[int, ...], dtype) -> Array:
     for axis, k in zip(window_axes(len(window)), window):
         shape[axis] = k
     return jnp.arange(math.prod(window), dtype=dtype).reshape(window).reshape(shape)
-
-
-@jax.custom_jvp
-def _max_blocks(blocks: Array) -> Array:
-    ndim = (blocks.ndim - 2) // 2
-    return jnp.max(blocks, axis=window_axes(ndim))
-
-
-@_max_blocks.defjvp
-def _max_blocks_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    # The derivative routes each window's tangent through its FIRST maximum only
-    # (not split among ties as jnp.max's rule does), so values AND gradients match
-    # lax.reduce_window (flax.linen.max_pool) and PyTorch's max_pool.
-    (blocks,), (tangent,) = primals, tangents
-    axes = window_axes((blocks.ndim - 2) // 2)
-    window = tuple(blocks.shape[a] for a in axes)
-
-    def position(offset):  # the entries at one window position, in row-major window order
-        index = [slice(None)] * blocks.ndim
-        for axis, p in zip(axes, offset):
-            index[axis] = p
-        return blocks[tuple(index)]
-
-    views = [position(offset) for offset in itertools.product(*(range(k) for k in window))]
-    chosen = first_max_chosen(first_max_index(views), window)
-    return (jnp.max(blocks, axis=axes),
-            jnp.sum(jnp.where(chosen, tangent, jnp.zeros_like(tangent)), axis=axes))
 
 
 def _pool_views(x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Padding,
@@ -176,16 +150,15 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
 
     Padded positions count as −∞ (never the maximum). The output size per axis is
     that of ``conv_output_size``. The gradient of each window goes entirely to its
-    first maximum (row-major order) when several entries tie, in both implementations.
+    first maximum (row-major order) when several entries tie, on both paths.
 
     Args:
       x: (N, H, W, C) or (N, L, C).
       window: window size, an int or one per spatial axis.
       strides: step between windows; ``None`` means ``window`` (non-overlapping).
       padding: "VALID" (drop a remainder), "SAME" or an integer p.
-      impl: "auto" (see ``resolve_pool_impl``: "slices" on CPU, "reduce_window"
-        elsewhere), "slices" (elementwise maximum over the window's strided views),
-        "reduce_window" or "reshape" (non-overlapping windows that need no padding only).
+      impl: "auto", "xla" (``lax.reduce_window``) or "patches" (the elementwise maximum
+        of the window's strided views); see ``jaxnets.kernels.select.resolve``.
 
     Returns:
       (N, H_out, W_out, C) (or (N, L_out, C)).
@@ -195,13 +168,10 @@ def max_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     [[5.0, 7.0], [13.0, 15.0]]
     """
     window, strides, padding = _pool_args(x, window, strides, padding)
-    impl = _pool_impl(impl, x, window, strides, padding)
-    if impl == "slices":
-        if _reshape_applies(x, window, strides, padding):
+    if resolve(impl) == "patches":
+        if _windows_tile(x, window, strides, padding):
             return _max_pool_tiled(x, window)
         return _max_of_views(*_pool_views(x, window, strides, padding, -np.inf))
-    if impl == "reshape":
-        return _max_blocks(_blocks(x, window))
     pads = explicit_padding(x.shape[1:-1], window, strides, padding)
     # A concrete (NumPy) identity element makes this lax's differentiable
     # reduce_window_max; a traced one would give an opaque, non-differentiable reduction.
@@ -221,7 +191,7 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
       window: window size, an int or one per spatial axis.
       strides: step between windows; ``None`` means ``window``.
       padding: "VALID", "SAME" or an integer p.
-      impl: "auto", "slices", "reduce_window" or "reshape" (see ``max_pool``).
+      impl: "auto", "xla" or "patches" (see ``max_pool``).
 
     Returns:
       (N, H_out, W_out, C) (or (N, L_out, C)).
@@ -230,15 +200,12 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     [[2.5, 4.5], [10.5, 12.5]]
     """
     window, strides, padding = _pool_args(x, window, strides, padding)
-    impl = _pool_impl(impl, x, window, strides, padding)
-    if impl == "slices":
+    if resolve(impl) == "patches":
         total = functools.reduce(jnp.add, _pool_views(x, window, strides, padding, 0.0))
         if all(low == high == 0 for low, high in explicit_padding(x.shape[1:-1], window, strides, padding)):
             return total / math.prod(window)
         ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
         return total / functools.reduce(jnp.add, _pool_views(ones, window, strides, padding, 0.0))
-    if impl == "reshape":
-        return jnp.mean(_blocks(x, window), axis=window_axes(len(window)))
     pads = ((0, 0), *explicit_padding(x.shape[1:-1], window, strides, padding), (0, 0))
     dims, steps = (1, *window, 1), (1, *strides, 1)
     total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, steps, pads)
@@ -247,45 +214,6 @@ def avg_pool(x: Array, window: int | Sequence[int] = 2, strides: int | Sequence[
     ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
     count = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, dims, steps, pads)
     return total / count
-
-
-def _pool_impl(impl: str, x: Array, window: tuple[int, ...], strides: tuple[int, ...],
-               padding: Padding) -> str:
-    if impl not in POOL_IMPLS:
-        raise ValueError(f"impl: got {impl!r}; allowed: {', '.join(POOL_IMPLS)}")
-    applies = _reshape_applies(x, window, strides, padding)
-    if impl == "reshape" and not applies:
-        raise ValueError(f"impl: got 'reshape' for window {window}, strides {strides}, padding "
-                         f"{padding!r} on {x.shape[1:-1]}; allowed: 'reshape' only when strides "
-                         "== window and no padding is needed")
-    return resolve_pool_impl(impl)
-
-
-def resolve_pool_impl(impl: str, backend: str | None = None) -> str:
-    """The implementation ``impl`` stands for on ``backend``.
-
-    "auto" is "slices" on CPU, where reduce_window's max gradient is the slowest part
-    of a small CNN's step (experiments/architectures.py cnn_speed times all three), and
-    "reduce_window" on every other backend: the hand-written path was never measured
-    there, and XLA's own reduction is what Flax runs.
-
-    Args:
-      impl: one of ``POOL_IMPLS``.
-      backend: "cpu", "gpu", "tpu", ...; ``None`` reads ``jax.default_backend()``.
-
-    Returns:
-      ``impl`` itself unless it is "auto".
-
-    >>> resolve_pool_impl("auto", "cpu"), resolve_pool_impl("auto", "gpu")
-    ('slices', 'reduce_window')
-    >>> resolve_pool_impl("reshape", "tpu")
-    'reshape'
-    """
-    if impl not in POOL_IMPLS:
-        raise ValueError(f"impl: got {impl!r}; allowed: {', '.join(POOL_IMPLS)}")
-    if impl != "auto":
-        return impl
-    return "slices" if (backend or jax.default_backend()) == "cpu" else "reduce_window"
 
 
 def global_avg_pool(x: Array) -> Array:
@@ -305,4 +233,4 @@ def global_avg_pool(x: Array) -> Array:
     return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
-__all__ = ["POOL_IMPLS", "avg_pool", "global_avg_pool", "max_pool", "resolve_pool_impl"]
+__all__ = ["avg_pool", "first_max_chosen", "first_max_index", "global_avg_pool", "max_pool", "window_axes"]
