@@ -203,7 +203,12 @@ def _rebuild(spec: dict, path: Path) -> nn.Module:
     if unsaved:
         raise fail("model", None, f"the module passed in: field {unsaved[0]!r} of {class_path} could not be "
                    "saved as JSON; load_model(path, model=...)")
-    return getattr(importlib.import_module(module_name), name)(**fields)
+    try:
+        return getattr(importlib.import_module(module_name), name)(**fields)
+    except (TypeError, ValueError, AttributeError, ImportError) as error:
+        first = (str(error).splitlines() or [""])[0]
+        raise fail("model", None, f"the module passed in: {class_path} could not be rebuilt from {SPEC_FILE} "
+                   f"({type(error).__name__}: {first}); load_model(path, model=...)") from None
 
 
 def _expected_variables(model: nn.Module, feature_shape: tuple[int, ...]) -> dict:
