@@ -1,6 +1,6 @@
 """MkDocs hooks (mkdocs.yml ``hooks:``; not a docs page): the site shows the package's version.
 
-The version is read from ``jaxnets/__init__.py`` at build time, so the site cannot show
+The version is read from ``jaxnets/version.py`` at build time, so the site cannot show
 another one (tests/test_docs_site.py compares it with ``jaxnets.__version__``). The file
 is parsed, not imported: the build needs no JAX.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE_INIT = Path(__file__).resolve().parents[1] / "jaxnets" / "__init__.py"
+PACKAGE_INIT = Path(__file__).resolve().parents[1] / "jaxnets" / "version.py"
 
 
 def package_version(init: Path = PACKAGE_INIT) -> str:
-    """The string assigned to ``__version__`` in the package's ``__init__.py``."""
+    """The string assigned to ``__version__`` in ``jaxnets/version.py``."""
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
             return ast.literal_eval(node.value)
