@@ -73,7 +73,9 @@ class FitResult:
         (which includes compilation) when there is more than one call.
       num_params: number of trainable scalars.
       step_history: with ``log_every_steps=k``, ``{"step", "epoch", "loss"}`` for every
-        k-th step (the loss of that step's batch); empty otherwise.
+        k-th step (the loss of that step's batch); empty otherwise. The history entry of
+        each evaluated epoch also lists them, as ``step_losses`` ``[[step, loss], ...]``
+        since the previous evaluation.
       stop_reason: why training stopped before ``epochs`` (a callback's reason), or None.
       flops_per_step: floating-point operations of one training step of the global
         batch, from XLA's cost analysis of the compiled step (measured, not estimated).
@@ -376,6 +378,9 @@ class TrainingLoop:
             entry["nonfinite_steps"] = skipped
         for prefix, x, y in self.run.splits:
             entry.update(evaluator(host_state, x, y, prefix=prefix))
+        if self.config.log_every_steps:  # the steps logged since the previous evaluation
+            logged = sum(len(e.get("step_losses", ())) for e in self.history)
+            entry["step_losses"] = [[r["step"], r["loss"]] for r in self.step_history[logged:]]
         entry["time_s"] = time.perf_counter() - self.started
         self.history.append(entry)
         if self.progress is not None:

@@ -131,3 +131,20 @@ def test_console_script_exit_status_and_no_traceback():
     proc = subprocess.run(command + ["train", "--lr", "-1"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+def test_log_every_steps_reaches_metrics_jsonl_as_fit_records_them(tmp_path, capsys):
+    """README/docs: --log-every-steps K writes every K-th step's loss into metrics.jsonl (step_losses)."""
+    import jaxnets as jn
+
+    out = tmp_path / "run"
+    status, _, _ = run_cli(["train", "--dataset", "iris", "--hidden", "8", "--epochs", "3", "--batch-size", "30",
+                            "--log-every-steps", "3", "--no-progress", "--out", str(out)], capsys)
+    assert status == 0
+    logged = [pair for line in (out / "metrics.jsonl").read_text().splitlines()
+              for pair in json.loads(line)["step_losses"]]
+    assert [step for step, _ in logged] == [3, 6, 9, 12]  # iris: 120 training rows, 4 steps per epoch
+    data = jn.data.load("iris", seed=0)
+    result = jn.fit(jn.models.get_model("mlp", output_dim=3, hidden=(8,)), data, jn.optim.create("adam", 1e-3),
+                    jn.TrainConfig(epochs=3, batch_size=30, log_every_steps=3))
+    assert logged == [[r["step"], r["loss"]] for r in result.step_history]
