@@ -285,3 +285,26 @@ def test_bad_api_input_is_one_line(what, call, fragment):
 
 def test_the_bad_input_tables_cover_the_issue_list():
     assert len(CHANGED_ON_RESUME) + len(CLI_CASES) + len(API_CASES) >= 45
+
+
+@pytest.mark.parametrize("changed", ["create", "inject_hyperparams", "schedule"])
+def test_python_resume_refuses_a_changed_optimizer(changed, tmp_path):
+    """docs/fault_tolerance.md: an injected hyperparameter (jaxnets.optim.create or your own
+    optax.inject_hyperparams chain) and create's schedule are compared on resume."""
+    import optax
+
+    from jaxnets.resume import ResumeMismatch
+
+    def tx(rate, schedule="constant"):
+        if changed == "inject_hyperparams":
+            return optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=rate))
+        return jn.optim.create("adam", rate, schedule=schedule, total_steps=100)
+
+    data, model = jn.data.load("iris"), jn.models.MLP(hidden=(8,), output_dim=3)
+    checkpoint = jn.CheckpointConfig(str(tmp_path / "ckpt"), resume=True)
+    jn.fit(model, data, tx(1e-3), jn.TrainConfig(epochs=1, batch_size=30), checkpoint=checkpoint)
+    before = snapshot(tmp_path)
+    other = tx(1e-3, "cosine") if changed == "schedule" else tx(1e-2)
+    with pytest.raises(ResumeMismatch, match="schedule" if changed == "schedule" else "learning_rate") as info:
+        jn.fit(model, data, other, jn.TrainConfig(epochs=2, batch_size=30), checkpoint=checkpoint)
+    assert "\n" not in str(info.value) and snapshot(tmp_path) == before
