@@ -33,8 +33,12 @@ schedule for every arm:
 5. **Statistics** (``jaxnets.stats``). Per arm, over seeds: final and best test
    accuracy, final training loss and accuracy, generalization gap (train minus
    test accuracy), epochs until the training loss first reaches ``target_loss``;
-   each as a mean with a 95% Student-t interval. For each requested pair (a, b):
-   the paired differences a − b with their interval and a paired t-test p-value.
+   each as a mean with a 95% Student-t interval. The **primary family**, declared
+   before any number exists, is every arm minus the SGD arm on final test accuracy
+   (:func:`primary_comparisons`): paired t-test and exact sign-flip permutation
+   p-values, both Holm-adjusted over the family, with Bonferroni intervals. For each
+   requested pair (a, b), exploratory paired differences a − b of the main and
+   secondary quantities (unadjusted).
 
 Everything is returned as one JSON-ready dict (:func:`run_comparison`), written
 atomically by :func:`save_results`; ``jaxnets.report`` turns it into a report.
@@ -100,7 +104,8 @@ REGRESSION_METRICS = ("final_test_loss", "best_test_loss", "final_train_loss", "
                       "generalization_gap", "epochs_to_target")
 
 #: The per-seed quantities compared between paired arms.
-PAIRED_METRICS_CLASSIFICATION = ("final_test_accuracy", "best_test_accuracy", "final_train_loss",
+#: "best test accuracy" is not among them: it peeks at test along the run (an appendix quantity).
+PAIRED_METRICS_CLASSIFICATION = ("final_test_accuracy", "final_train_loss",
                                  "final_train_accuracy", "generalization_gap")
 PAIRED_METRICS_REGRESSION = ("final_test_loss", "final_train_loss", "generalization_gap")
 
@@ -644,16 +649,83 @@ def paired_comparisons(arms: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[
     for a, b in pairs:
         if a not in by_label or b not in by_label:
             continue
-        runs_a, runs_b = by_label[a]["runs"], by_label[b]["runs"]
-        common = [s for s in runs_a["seeds"] if s in runs_b["seeds"]]
-        index_a = [runs_a["seeds"].index(s) for s in common]
-        index_b = [runs_b["seeds"].index(s) for s in common]
         for metric in metrics:
-            values_a = [runs_a["per_seed"][metric][i] for i in index_a]
-            values_b = [runs_b["per_seed"][metric][i] for i in index_b]
-            test = stats.paired_difference(values_a, values_b, confidence)
-            out.append({"a": a, "b": b, "metric": metric, "seeds": common, **test.as_dict()})
+            row = _paired_row(by_label[a]["runs"], by_label[b]["runs"], metric, confidence)
+            out.append({"a": a, "b": b, "metric": metric, **row})
     return out
+
+
+def primary_metric(task: str) -> str:
+    """The quantity of the declared primary family: final test accuracy (final test loss for regression).
+
+    >>> primary_metric("multiclass"), primary_metric("regression")
+    ('final_test_accuracy', 'final_test_loss')
+    """
+    return "final_test_loss" if task == "regression" else "final_test_accuracy"
+
+
+def primary_comparisons(arms: Sequence[Mapping[str, Any]], task: str, reference: str = "sgd",
+                        confidence: float = stats.DEFAULT_CONFIDENCE) -> dict[str, Any] | None:
+    """The declared family of primary comparisons: every arm minus the ``reference`` arm on the primary metric.
+
+    The family is fixed before looking at any number (every arm with seed runs, against
+    SGD), so its m tests are adjusted together: Holm-adjusted p-values of both the paired
+    t-test and the exact sign-flip permutation test, and Bonferroni intervals at level
+    1 − (1 − c)/m (simultaneous: all m cover together with probability >= c; Holm has no
+    matching interval, Bonferroni is the usual conservative companion).
+
+    Args:
+      arms: arm records (``label``, ``runs``) as in :func:`run_comparison`'s output.
+      task: the dataset's task.
+      reference: the label every other arm is compared with.
+      confidence: the family-wise level c.
+
+    Returns:
+      None when the reference arm has no runs; else ``{"reference", "metric", "family_size",
+      "confidence", "adjusted_confidence", "min_permutation_p", "rows"}``, each row an ``a``
+      (the arm), ``b`` (the reference), ``seeds``, the ``jaxnets.stats.PairedTest`` fields,
+      ``holm_p`` (t-test), ``holm_permutation_p`` and ``adjusted_interval`` (low, high).
+
+    >>> arm = lambda label, v: {"label": label, "runs": {"seeds": [0, 1, 2, 3, 4],
+    ...                                                  "per_seed": {"final_test_accuracy": v}}}
+    >>> family = primary_comparisons([arm("sgd", [0.60, 0.62, 0.61, 0.63, 0.60]),
+    ...                               arm("adam", [0.55, 0.58, 0.57, 0.56, 0.55])], "multiclass")
+    >>> row = family["rows"][0]
+    >>> family["family_size"], row["a"], row["permutation_p"], family["min_permutation_p"]
+    (1, 'adam', 0.0625, 0.0625)
+    """
+    by_label = {arm["label"]: arm for arm in arms if arm.get("runs")}
+    if reference not in by_label:
+        return None
+    metric = primary_metric(task)
+    others = [label for label in by_label if label != reference]
+    m = len(others)
+    adjusted_confidence = 1.0 - (1.0 - confidence) / max(m, 1)
+    rows = []
+    for label in others:
+        row = _paired_row(by_label[label]["runs"], by_label[reference]["runs"], metric, confidence)
+        wide = _paired_row(by_label[label]["runs"], by_label[reference]["runs"], metric, adjusted_confidence)
+        rows.append({"a": label, "b": reference, "metric": metric, **row,
+                     "adjusted_interval": {"low": wide["difference"]["low"], "high": wide["difference"]["high"],
+                                           "confidence": adjusted_confidence}})
+    for key, source in (("holm_p", "p_value"), ("holm_permutation_p", "permutation_p")):
+        for row, value in zip(rows, stats.holm([row[source] for row in rows]) if rows else []):
+            row[key] = value
+    n_min = min((row["n"] for row in rows), default=0)
+    return {"reference": reference, "metric": metric, "family_size": m, "confidence": confidence,
+            "adjusted_confidence": adjusted_confidence,
+            "min_permutation_p": stats.min_permutation_p(n_min) if n_min >= 1 else None, "rows": rows}
+
+
+def _paired_row(runs_a: Mapping[str, Any], runs_b: Mapping[str, Any], metric: str,
+                confidence: float) -> dict[str, Any]:
+    """The paired test of one metric between two runs records, seeds matched by value."""
+    common = [s for s in runs_a["seeds"] if s in runs_b["seeds"]]
+    values_a = [runs_a["per_seed"][metric][runs_a["seeds"].index(s)] for s in common]
+    values_b = [runs_b["per_seed"][metric][runs_b["seeds"].index(s)] for s in common]
+    values_a = [math.nan if v is None else v for v in values_a]
+    values_b = [math.nan if v is None else v for v in values_b]
+    return {"seeds": common, **stats.paired_difference(values_a, values_b, confidence).as_dict()}
 
 
 # ----------------------------------------------------------------- the runner
@@ -796,6 +868,7 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
         "budget": {"steps_per_run": steps, "runs_trained": runs,
                    "examples_per_run": steps * (config.batch_size or data.num_train)},
         "arms": records,
+        "primary": primary_comparisons(records, data.task, confidence=config.confidence),
         "comparisons": paired_comparisons(records, pairs, data.task, config.confidence),
         "extra": dict(extra or {}),
         "wall_time_s": time.perf_counter() - started,
@@ -837,6 +910,6 @@ def without_timings(results: Any) -> Any:
 __all__ = [
     "Arm", "ComparisonConfig", "DEFAULT_LR_CENTRES", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
     "dataset_record", "default_pairs", "environment", "lr_grid", "paired_comparisons",
-    "per_seed_metrics", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
+    "per_seed_metrics", "primary_comparisons", "primary_metric", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
     "selection_metric", "summarize_seeds", "without_timings",
 ]

@@ -145,3 +145,32 @@ def test_second_hyperparameter_is_searched_jointly_and_edges_are_reported():
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
+
+
+# ------------------------------------------------------------------ the primary family
+
+
+def test_primary_family_is_every_arm_against_sgd_with_holm_and_permutation():
+    """Reference: scipy's paired t-test per arm, Holm by hand, and the sign-flip p by enumeration."""
+    from scipy import stats as scipy_stats
+
+    seeds = [0, 1, 2, 3, 4]
+    values = {"sgd": [0.60, 0.62, 0.61, 0.63, 0.60], "adam": [0.55, 0.58, 0.57, 0.56, 0.55],
+              "momentum": [0.61, 0.60, 0.64, 0.62, 0.63], "adagrad": [0.70, 0.66, 0.68, 0.69, 0.71]}
+    arms = [{"label": k, "runs": {"seeds": seeds, "per_seed": {"final_test_accuracy": v}}} for k, v in values.items()]
+    family = compare.primary_comparisons(arms, "multiclass")
+    assert family["family_size"] == 3 and [r["a"] for r in family["rows"]] == ["adam", "momentum", "adagrad"]
+    raw = {r["a"]: scipy_stats.ttest_rel(values[r["a"]], values["sgd"]).pvalue for r in family["rows"]}
+    order = sorted(raw, key=raw.get)
+    expected, running = {}, 0.0
+    for rank, label in enumerate(order):                 # Holm by hand: (m − rank)·p, running maximum
+        running = max(running, min(1.0, (3 - rank) * raw[label]))
+        expected[label] = running
+    for row in family["rows"]:
+        assert row["b"] == "sgd" and row["p_value"] == pytest.approx(raw[row["a"]], rel=1e-9)
+        assert row["holm_p"] == pytest.approx(expected[row["a"]], rel=1e-9)
+        assert row["adjusted_interval"]["low"] < row["difference"]["low"]   # the simultaneous interval is wider
+    adam = family["rows"][0]
+    assert adam["permutation_p"] == 0.0625 and family["min_permutation_p"] == 0.0625   # all 5 differences < 0
+    assert adam["holm_permutation_p"] == pytest.approx(min(1.0, 3 * 0.0625))
+    assert compare.primary_comparisons(arms[1:], "multiclass") is None   # no sgd arm, no family
