@@ -377,6 +377,173 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: Optimizers Wilson et al. call adaptive.
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop")
+
+#: Family-wise level at which a conclusion says "holds" or "fails".
+ALPHA = 0.05
+
+
+def _primary_rows(results: Mapping[str, Any]) -> dict[str, dict]:
+    family = results.get("primary") or {}
+    return {row["a"]: row for row in family.get("rows") or []}
+
+
+def _decided(row: Mapping[str, Any] | None, alpha: float) -> int:
+    """+1 / −1 when the Holm-adjusted t-test rejects "no difference" (sign of a − SGD), else 0."""
+    if row is None or stats.identical(row) or not _num(row.get("holm_p")) < alpha:
+        return 0
+    return 1 if _num(row["difference"]["mean"]) > 0 else -1
+
+
+def _effect(row: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    """``adam − sgd = −2.5 pts, simultaneous CI [..], Holm p 0.03 (t) / 0.19 (permutation)``."""
+    metric = row["metric"]
+    scale, form, unit = (100.0, "+.1f", " pts") if metric in PERCENT_METRICS else (1.0, "+.3g", "")
+    wide = row["adjusted_interval"]
+    return (f"`{row['a']}` − `{row['b']}` = {_num(row['difference']['mean']) * scale:{form}}{unit}, simultaneous CI "
+            f"{_interval_text(wide.get('low'), wide.get('high'), scale, form)}, Holm p {_p_text(_num(row['holm_p']))} "
+            f"(t-test) / {_p_text(_num(row['holm_permutation_p']))} (permutation), {row['n']} seeds")
+
+
+def _where(results: Mapping[str, Any]) -> str:
+    return (f"{results['dataset']['name']} `{results['model'].get('name')}`, "
+            f"{results['config'].get('schedule', 'constant')} schedule")
+
+
+def _train_loss(results: Mapping[str, Any], label: str) -> float:
+    arm = next((a for a in _arms_with_runs(results) if a["label"] == label), None)
+    return _num(arm["summary"]["final_train_loss"]["mean"]) if arm else math.nan
+
+
+def _wilson_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:
+    arms = [a for a in _arms_with_runs(results) if a["optimizer"] in ADAPTIVE_OPTIMIZERS
+            and a["selection"].get("position") != "fixed" and "eps" not in (a.get("search") or {})
+            and a["label"] in rows]
+    if not arms:
+        return None
+    parts = []
+    sgd_loss = _train_loss(results, "sgd")
+    for arm in arms:
+        row, loss = rows[arm["label"]], _train_loss(results, arm["label"])
+        sign = _decided(row, alpha)
+        loss_text = f"final training loss {loss:.3g} vs SGD {sgd_loss:.3g}"
+        if sign < 0 and loss <= sgd_loss:
+            verdict = "holds"
+        elif sign < 0:
+            verdict = "fails (worse, but at a higher training loss than SGD)"
+        elif sign > 0:
+            verdict = "fails (better than SGD)"
+        else:
+            verdict = "not detected"
+        parts.append(f"{verdict} for `{arm['label']}` ({_effect(row, results)}; {loss_text})")
+    return ("**Wilson et al. 2017** (adaptive methods generalize worse than SGD at an equal or lower training "
+            f"loss), {_where(results)}: " + "; ".join(parts) + ".")
+
+
+def _closes_gap_line(results: Mapping[str, Any], rows: Mapping[str, dict], label: str, source: str,
+                     claim: str, alpha: float) -> str | None:
+    """Choi et al. / Loshchilov & Hutter: does arm ``label`` close Adam's gap to SGD?"""
+    if label not in rows:
+        return None
+    own, adam = rows[label], rows.get("adam")
+    if _decided(own, alpha) < 0:
+        verdict = "fails (the gap to SGD remains)"
+    elif adam is not None and _decided(adam, alpha) < 0:
+        verdict = "holds (Adam's gap to SGD is detected, this arm's is not)"
+    else:
+        verdict = "not detected (no gap between Adam and SGD to close here)"
+    adam_text = f"; {_effect(adam, results)}" if adam is not None else ""
+    return f"**{source}** ({claim}), {_where(results)}: {verdict} ({_effect(own, results)}{adam_text})."
+
+
+def _zhou_line(zhou: Mapping[str, Any], alpha: float) -> str:
+    last = zhou["sgd_minus_adam"][-1]
+    tests = [last["alpha"], last["top_eigenvalue"]]
+    adjusted = stats.holm([_num(t.get("p_value")) for t in tests])
+    signs = [0 if stats.identical(t) or not p < alpha else (1 if _num(t["difference"]["mean"]) > 0 else -1)
+             for t, p in zip(tests, adjusted)]
+    if signs == [-1, -1]:
+        verdict = "holds"
+    elif 1 in signs:
+        verdict = "fails (" + " and ".join(w for w, s in zip(("Adam's noise heavier-tailed", "Adam flatter"), signs)
+                                           if s > 0) + ")"
+    else:
+        verdict = "not detected"
+    text = ", ".join(f"{name} SGD − Adam = {_num(t['difference']['mean']):+.3g} (Holm p {_p_text(p)})"
+                     for name, t, p in zip(("tail index α", "top Hessian eigenvalue"), tests, adjusted))
+    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), MNIST-1D `mlp` "
+            f"after {last['epochs']} epochs: {verdict} ({text}).")
+
+
+def _best_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:
+    arms = _arms_with_runs(results)
+    if not arms:
+        return None
+    metric = compare_metric = "final_test_accuracy" if _classification(results) else "final_test_loss"
+    sign = 1.0 if _classification(results) else -1.0
+    best = max(arms, key=lambda a: sign * _num(a["summary"][metric]["mean"])
+               if math.isfinite(_num(a["summary"][metric]["mean"])) else -math.inf)
+    value = _num(best["summary"][metric]["mean"])
+    same = [a["label"] for a in arms if _num(a["summary"][metric]["mean"]) == value]
+    names = " = ".join(f"`{label}`" for label in same)
+    text = f"**Best arm overall** ({_where(results)}): {names}, {format_interval(best['summary'][compare_metric], metric)}"
+    text += " %" if metric in PERCENT_METRICS else ""
+    row = rows.get(best["label"])
+    if best["label"] == "sgd" or "sgd" in same:
+        return text + " (it is SGD)."
+    if row is None:
+        return text + "."
+    word = {1: "better than", -1: "worse than", 0: "not detectably different from"}[_decided(row, alpha)]
+    return text + f"; {word} SGD ({_effect(row, results)})."
+
+
+def conclusions(results: Mapping[str, Any], *, zhou: Mapping[str, Any] | None = None,
+                alpha: float = ALPHA) -> list[str]:
+    """One generated sentence per published claim under test, and the best arm overall.
+
+    A claim *holds* or *fails* only when the Holm-adjusted paired t-test of the primary
+    family (``results["primary"]``, every arm vs SGD) rejects at family-wise level
+    ``alpha``; otherwise the effect is *not detected*. The exact permutation p is printed
+    beside it (with 5 seeds it cannot go below 0.0625). Claims:
+
+    * Wilson et al. 2017, for every tuned adaptive arm (adam, adamw, adagrad, rmsprop):
+      holds if the arm is worse than SGD at a mean final training loss <= SGD's;
+    * Choi et al. 2019 (``adam_eps`` arm) and Loshchilov & Hutter 2019 (``adamw`` arm):
+      holds if Adam's gap to SGD is detected and the arm's is not; fails if the arm's gap
+      remains; not detected if Adam shows no gap;
+    * Zhou et al. 2020 (only with ``zhou``, the ``--zhou`` results): holds if SGD's tail
+      index and top Hessian eigenvalue are both smaller than Adam's (Holm over the two);
+    * the best arm by mean primary metric, whatever it is, against SGD.
+
+    Returns:
+      The sentences (Markdown), claims without their arm left out.
+
+    >>> conclusions(demo_results())[0][:62]
+    '**Wilson et al. 2017** (adaptive methods generalize worse than'
+    >>> "not detected for `adam`" in conclusions(demo_results())[0]
+    True
+    """
+    rows = _primary_rows(results)
+    lines = [_wilson_line(results, rows, alpha),
+             _closes_gap_line(results, rows, "adam_eps", "Choi et al. 2019", "a tuned ε closes Adam's gap to SGD",
+                              alpha),
+             _closes_gap_line(results, rows, "adamw", "Loshchilov & Hutter 2019",
+                              "decoupled weight decay closes Adam's gap to SGD", alpha),
+             _zhou_line(zhou, alpha) if zhou else None,
+             _best_line(results, rows, alpha)]
+    return [line for line in lines if line]
+
+
+def conclusions_section(results: Mapping[str, Any], *, zhou: Mapping[str, Any] | None = None) -> str:
+    """The "Conclusions" bullets with the rule they follow, for the top of a report or docs block."""
+    lines = [f"- {line}" for line in conclusions(results, zhou=zhou)] or ["- (nothing to conclude: no seed runs)"]
+    lines += ["", f"Generated from the numbers: *holds* / *fails* only where the Holm-adjusted paired t-test of the "
+                  f"primary family (each arm vs SGD, final test accuracy) rejects at family-wise level {ALPHA}; "
+                  "*not detected* otherwise. Simultaneous intervals are Bonferroni intervals over the family."]
+    return "\n".join(lines)
+
+
 def selection_table(results: Mapping[str, Any]) -> str:
     """Every arm's final learning-rate grid with its validation scores; the chosen point in bold.
     >>> selection_table(demo_results()).splitlines()[2]
@@ -667,6 +834,7 @@ def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", s
     ]
     if extra.get("budget_note"):
         lines.append(f"- {extra['budget_note']}")
+    lines[4:4] = ["## Conclusions", "", conclusions_section(results, zhou=extra.get("zhou")), ""]
     lines += ["", "## Results", "", summary_table(results), "", "## Verdicts", ""]
     lines += [f"- {sentence}" for sentence in verdicts(results)] or ["- (no pairs compared)"]
     lines += ["", "## Primary comparisons (each arm vs SGD, multiplicity-adjusted)", "", primary_table(results), "",
@@ -721,6 +889,6 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
 
 __all__ = [
     "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
-    "plot_summary", "primary_table",
+    "plot_summary", "primary_table", "conclusions", "conclusions_section",
     "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
 ]
