@@ -515,7 +515,8 @@ def update_docs(out: Path, *, block: str) -> None:
                 + "\n\nPrimary comparisons (each arm vs SGD, multiplicity-adjusted):\n\n" + report.primary_table(results)
                 + "\n\nExploratory paired comparisons (unadjusted; context, not evidence):\n\n"
                 + report.comparison_table(results)
-                + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results)))
+                + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results))
+                + "\n\n" + report.peek_table(results).replace("### ", "**", 1).replace("\n", "**\n", 1))
     else:
         text = (out / ("report.md" if block == "zhou" else "index.md")).read_text()
         text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))

@@ -278,3 +278,14 @@ def test_conclusions_are_the_first_section_of_the_report():
     text = report.render_markdown(claim_results({"sgd": SGD, "adam": WORSE}))
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections[0] == "## Conclusions" and "holds for `adam`" in text.split("## Setup")[0]
+
+
+def test_best_test_accuracy_only_in_the_appendix_without_paired_tests():
+    results = report.demo_results()
+    assert "best" not in report.summary_table(results)
+    assert not any(row["metric"].startswith("best") for row in results["comparisons"])
+    assert "best" not in report.comparison_table(results)
+    text = report.render_markdown(results)
+    appendix = text.split("## Appendix")[1]
+    assert "peeks at test; not for comparison" in appendix.splitlines()[2]
+    assert text.count("best test acc.") == 1 and "best test acc." in appendix
