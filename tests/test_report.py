@@ -286,6 +286,7 @@ def test_best_test_accuracy_only_in_the_appendix_without_paired_tests():
     assert not any(row["metric"].startswith("best") for row in results["comparisons"])
     assert "best" not in report.comparison_table(results)
     text = report.render_markdown(results)
-    appendix = text.split("## Appendix")[1]
-    assert "peeks at test; not for comparison" in appendix.splitlines()[2]
+    appendix = text.split("\n## Appendix\n")[1]
+    assert appendix.splitlines()[1] == "### " + report.PEEK_HEADER
+    assert "peeks at test; not for comparison" in report.PEEK_HEADER
     assert text.count("best test acc.") == 1 and "best test acc." in appendix
