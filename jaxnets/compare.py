@@ -349,6 +349,40 @@ def _diverged(final_train_loss: float, start_loss: float) -> bool:
     return not math.isfinite(final_train_loss) or final_train_loss >= start_loss
 
 
+#: A final accuracy at most this far above chance (1/K) counts as "at chance level".
+CHANCE_MARGIN = 0.05
+
+
+def collapsed(final_train_loss: float | None, initial_train_loss: float | None,
+              final_accuracies: Sequence[float | None] = (), num_classes: int | None = None) -> bool:
+    """Whether a run collapsed: its loss is non-finite or >= the initial loss, or an accuracy is at chance.
+
+    "At chance" is a final validation or test accuracy <= 1/K + :data:`CHANCE_MARGIN`
+    (K classes): a network that predicts one class everywhere scores about 1/K on
+    balanced data. A missing (None/NaN) accuracy counts as collapsed too; regression
+    runs (``num_classes`` None) are judged by the loss alone.
+
+    Args:
+      final_train_loss: the run's last training loss.
+      initial_train_loss: the same seed's loss at initialization (None: not checked).
+      final_accuracies: final validation and/or test accuracies.
+      num_classes: K, or None for regression.
+
+    Returns:
+      True for a collapsed run.
+
+    >>> collapsed(0.01, 2.3, [0.11, 0.12], 10), collapsed(0.01, 2.3, [0.66], 10), collapsed(2.5, 2.3, [0.6], 10)
+    (True, False, True)
+    """
+    loss = math.nan if final_train_loss is None else float(final_train_loss)
+    if not math.isfinite(loss) or (initial_train_loss is not None and loss >= float(initial_train_loss)):
+        return True
+    if num_classes:
+        chance = 1.0 / num_classes + CHANCE_MARGIN
+        return any(a is None or not math.isfinite(a) or a <= chance for a in final_accuracies)
+    return False
+
+
 def _score_key(score: float, val_loss: float, higher_is_better: bool) -> tuple[float, float]:
     """Sort key, larger is better: the primary score, then the lower validation loss."""
     primary = score if higher_is_better else -score
@@ -455,7 +489,7 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         say(f"{arm.label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
 
     grid = sorted(({k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
-                                      "diverged")} for c in scored),
+                                      "diverged", "collapsed")} for c in scored),
                   key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
     return {
         "metric": metric,
@@ -495,10 +529,14 @@ def _train_candidates(model: nn.Module, blind: Dataset, tx, config: ComparisonCo
         rows = [i for i, (c, _) in enumerate(members) if c is candidate]
         finals = {key: [float(final[key][i]) for i in rows] for key in ("train_loss", metric, "val_loss")}
         diverged = any(_diverged(finals["train_loss"][k], start_losses[members[i][1]]) for k, i in enumerate(rows))
+        flat = [collapsed(finals["train_loss"][k], start_losses[members[i][1]],
+                          [finals[metric][k]] if metric == "val_accuracy" else [], blind.num_classes)
+                for k, i in enumerate(rows)]
         score = float(np.mean(finals[metric])) if not diverged else math.nan
         val_loss = float(np.mean(finals["val_loss"])) if not diverged else math.nan
         out.append({**{k: float(v) for k, v in candidate.items()}, "score": score, "val_loss": val_loss,
                     "final_train_loss": float(np.mean(finals["train_loss"])), "diverged": bool(diverged),
+                    "collapsed": bool(any(flat)),
                     "per_seed": {key: values for key, values in finals.items()}, "members": rows})
     curves = _curves(result)
     # The blind dataset's "test" split is the validation split: drop the duplicate columns.
@@ -593,6 +631,7 @@ def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, f
     hyperparams = {name: [float(value)] * len(seeds) for name, value in setting.items()}
     result = fit_population(model, data, tx, config.train_config(), seeds=seeds, hyperparams=hyperparams)
     curves = _curves(result)
+    initial = _initial_train_loss(model, data, seeds, config)
     say = on_event or (lambda message: None)
     say(f"{arm.label}: {len(seeds)} seeds at learning rate {setting['learning_rate']:.3g} "
         f"({result.wall_time_s:.1f} s)")
@@ -601,11 +640,21 @@ def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, f
         "setting": {k: float(v) for k, v in setting.items()},
         "curves": curves,
         "per_seed": per_seed_metrics(curves, data.task, config.target_loss),
+        "initial_train_loss": initial,
+        "collapsed": _collapsed_seeds(curves, initial, data.num_classes if _is_classification(data) else None),
         "params_sha256": [params_sha256(result.member_state(i).params) for i in range(len(seeds))],
         "num_params": result.num_params,
         "traces": dict(result.traces),
         "wall_time_s": result.wall_time_s,
     }
+
+
+def _collapsed_seeds(curves: Mapping[str, Any], initial: Sequence[float], num_classes: int | None) -> list[bool]:
+    """:func:`collapsed` for every seed of a runs record's curves."""
+    last = {k: v[-1] for k, v in curves.items() if k != "epochs"}
+    keys = [k for k in ("val_accuracy", "test_accuracy") if k in last]
+    return [collapsed(last["train_loss"][s], initial[s], [last[k][s] for k in keys], num_classes)
+            for s in range(len(initial))]
 
 
 def summarize_seeds(per_seed: Mapping[str, Sequence[float]], confidence: float = stats.DEFAULT_CONFIDENCE
@@ -908,7 +957,7 @@ def without_timings(results: Any) -> Any:
 
 
 __all__ = [
-    "Arm", "ComparisonConfig", "DEFAULT_LR_CENTRES", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
+    "Arm", "CHANCE_MARGIN", "ComparisonConfig", "DEFAULT_LR_CENTRES", "collapsed", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
     "dataset_record", "default_pairs", "environment", "lr_grid", "paired_comparisons",
     "per_seed_metrics", "primary_comparisons", "primary_metric", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
     "selection_metric", "summarize_seeds", "without_timings",

@@ -102,7 +102,8 @@ def demo_results() -> dict[str, Any]:
                                    "position": "interior", "searched": [], "grid": grid, "rounds": [{}]},
                      "runs": {"seeds": [0, 1, 2], "curves": curves, "per_seed": per_seed},
                      "summary": compare.summarize_seeds(per_seed)})
-    return {"experiment": "demo", "dataset": {"name": "demo", "task": "multiclass", "num_train": 90, "num_val": 10,
+    return {"experiment": "demo", "dataset": {"name": "demo", "task": "multiclass", "num_classes": 3,
+                                              "num_train": 90, "num_val": 10,
                                               "num_test": 30},
             "model": {"name": "mlp", "num_params": 100},
             "config": {"confidence": 0.95, "target_loss": 0.2, "eval_every": 1, "seeds": 3, "epochs": 2,
@@ -207,7 +208,8 @@ def summary_table(results: Mapping[str, Any]) -> str:
         cells = [f"`{arm['label']}`", arm["optimizer"],
                  f"{_setting_text(selection.get('chosen'))} ({_position_text(selection)})"]
         if arm.get("runs"):
-            cells.append(str(len(arm["runs"]["seeds"])))
+            flags = collapsed_seeds(results, arm)
+            cells.append(str(len(arm["runs"]["seeds"])) + (f" ({sum(flags)} collapsed)" if any(flags) else ""))
             cells += [format_interval(arm["summary"].get(m), m) for m in metrics]
         else:
             cells += ["0", *("diverged" for _ in metrics)]
@@ -671,16 +673,67 @@ def published_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _band(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pointwise mean and t-interval over seeds of an (E, S) array (NaN-aware)."""
-    mean = np.nanmean(values, axis=1)
-    n = np.sum(np.isfinite(values), axis=1)
-    std = np.nanstd(values, axis=1, ddof=1) if values.shape[1] > 1 else np.zeros_like(mean)
-    half = np.zeros_like(mean)
-    for i, count in enumerate(n):
-        if count > 1 and np.isfinite(std[i]):
-            half[i] = stats.t_quantile((1 + confidence) / 2, int(count) - 1) * std[i] / math.sqrt(count)
-    return mean, mean - half, mean + half
+def arm_groups(results: Mapping[str, Any]) -> list[tuple[str, list[dict]]]:
+    """Arms with seed runs, grouped when their runs are identical; each group is drawn once under all its names.
+
+    Two arms are identical when every seed's final parameters have the same SHA-256
+    (``runs.params_sha256``) or, for records without hashes, the same curves.
+
+    Returns:
+      ``[(name, arms)]`` in the arms' order, ``name`` like ``"adam = adam_recipe"``.
+
+    >>> results = demo_results()
+    >>> results["arms"].append({**results["arms"][1], "label": "adam_recipe"})
+    >>> [name for name, _ in arm_groups(results)]
+    ['sgd', 'adam = adam_recipe']
+    """
+    groups: list[tuple[str, list[dict]]] = []
+    for arm in _arms_with_runs(results):
+        key = arm["runs"].get("params_sha256") or json.dumps(arm["runs"]["curves"], sort_keys=True)
+        for index, (name, members) in enumerate(groups):
+            first = members[0]["runs"]
+            if (first.get("params_sha256") or json.dumps(first["curves"], sort_keys=True)) == key:
+                members.append(arm)
+                groups[index] = (f"{name} = {arm['label']}", members)
+                break
+        else:
+            groups.append((arm["label"], [arm]))
+    return groups
+
+
+def collapsed_seeds(results: Mapping[str, Any], arm: Mapping[str, Any]) -> list[bool]:
+    """Which seeds of an arm collapsed (``jaxnets.compare.collapsed``): stored flags, else from the curves.
+
+    >>> collapsed_seeds(demo_results(), demo_results()["arms"][0])
+    [False, False, False]
+    """
+    from jaxnets import compare
+
+    runs = arm["runs"]
+    if runs.get("collapsed") is not None:
+        return [bool(v) for v in runs["collapsed"]]
+    if "curves" not in runs:
+        return [False] * len(runs["seeds"])
+    last = {k: v[-1] for k, v in runs["curves"].items() if k != "epochs"}
+    initial = runs.get("initial_train_loss") or [None] * len(runs["seeds"])
+    keys = [k for k in ("val_accuracy", "test_accuracy") if k in last]
+    classes = results["dataset"].get("num_classes") if _classification(results) else None
+    return [compare.collapsed(last["train_loss"][s], initial[s], [last[k][s] for k in keys], classes)
+            for s in range(len(runs["seeds"]))]
+
+
+def _quartiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise median and interquartile range over seeds of an (E, S) array (NaN-aware)."""
+    if values.shape[1] == 0 or not np.isfinite(values).any():
+        nan = np.full(values.shape[0], np.nan)
+        return nan, nan, nan
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch where every seed is NaN
+            low, mid, high = np.nanpercentile(values, [25, 50, 75], axis=1)
+    return mid, low, high
 
 
 def _column(curves: Mapping[str, Any], key: str) -> np.ndarray:
@@ -703,12 +756,17 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: ``gid`` of every artist that marks a collapsed run (tests look for it).
+COLLAPSED_GID = "collapsed"
+
+
 def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """``curves.png``: training loss (log scale) and test accuracy (or loss) against epochs.
 
-    One colour per arm: the mean over seeds and a band of the pointwise 95% t-interval;
-    for the training loss both are taken on log10(loss) (geometric mean, multiplicative band).
-    
+    One colour per group of identical arms (:func:`arm_groups`, drawn once under all
+    its names): the median over the seeds that did not collapse and their interquartile
+    band; every collapsed seed (:func:`collapsed_seeds`) as its own dashed line ending in ×.
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     plot_curves(demo_results(), Path(out) / "curves.png").name
@@ -716,32 +774,36 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     plt = _pyplot()
     classification = _classification(results)
-    confidence = results["config"].get("confidence", 0.95)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     right_key = "test_accuracy" if classification else "test_loss"
-    for index, arm in enumerate(_arms_with_runs(results)):
-        curves = arm["runs"]["curves"]
+    any_collapsed = False
+    for index, (name, members) in enumerate(arm_groups(results)):
+        curves = members[0]["runs"]["curves"]
         epochs = np.asarray(curves["epochs"], np.float64)
         color = f"C{index % 10}"
+        bad = np.asarray(collapsed_seeds(results, members[0]), bool)
+        any_collapsed |= bool(bad.any())
         for ax, key in ((axes[0], "train_loss"), (axes[1], right_key)):
-            values = _column(curves, key)
-            if key == "train_loss":
-                # Losses span decades: average log10(loss) (a geometric mean) so the band fits a log axis.
-                values = np.log10(np.maximum(values, np.finfo(np.float64).tiny))
-            mean, low, high = _band(values * (100.0 if key == "test_accuracy" else 1.0), confidence)
-            if key == "train_loss":
-                mean, low, high = 10 ** mean, 10 ** low, 10 ** high
-            ax.plot(epochs, mean, color=color, label=arm["label"], lw=1.5)
+            values = _column(curves, key) * (100.0 if key == "test_accuracy" else 1.0)
+            mid, low, high = _quartiles(values[:, ~bad])
+            label = name + (f" ({int(bad.sum())} collapsed)" if bad.any() else "")
+            ax.plot(epochs, mid, color=color, label=label, lw=1.5)
             ax.fill_between(epochs, low, high, color=color, alpha=0.2, lw=0)
+            for s in np.flatnonzero(bad):
+                ax.plot(epochs, values[:, s], color=color, lw=0.8, ls="--", gid=COLLAPSED_GID)
+                finite = np.flatnonzero(np.isfinite(values[:, s]))
+                if finite.size:
+                    ax.plot(epochs[finite[-1]], values[finite[-1], s], "x", color=color, ms=8, mew=2,
+                            gid=COLLAPSED_GID)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("training loss, whole training split (geometric mean)")
+    axes[0].set_ylabel("training loss, whole training split")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("test accuracy (%)" if classification else "test loss")
     axes[0].legend(fontsize=8)
     seeds = results["config"]["seeds"]
-    fig.suptitle(f"{results['experiment']}: mean over {seeds} seeds, band = pointwise "
-                 f"{int(round(confidence * 100))}% CI", fontsize=10)
+    fig.suptitle(f"{results['experiment']}: median over {seeds} seeds, band = interquartile range"
+                 + ("; collapsed seeds dashed, ending in ×" if any_collapsed else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     _save_figure(fig, path)
@@ -749,9 +811,62 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def _chosen_row(selection: Mapping[str, Any]) -> list[dict]:
+    """The grid points that share the chosen values of the searched hyperparameters, by learning rate."""
+    grid = selection.get("grid") or []
+    chosen = selection.get("chosen") or {}
+    names = selection.get("searched") or []
+    row = [p for p in grid if all(math.isclose(_num(p[k]), _num(chosen.get(k, p[k]))) for k in names)]
+    return sorted(row, key=lambda p: p["learning_rate"])
+
+
+def _draw_sensitivity(ax, results: Mapping[str, Any], *, with_test: bool) -> str | None:
+    """Validation score against learning rate per arm (★ chosen, × collapsed), test at 0.5x/1x/2x if asked."""
+    metric = None
+    for index, arm in enumerate(results["arms"]):
+        selection = arm["selection"]
+        row = _chosen_row(selection)
+        if not row:
+            continue
+        metric = selection["metric"]
+        scale = 100.0 if metric == "val_accuracy" else 1.0
+        lrs = np.asarray([p["learning_rate"] for p in row], np.float64)
+        score = np.asarray([_num(p["score"]) for p in row]) * scale
+        color = f"C{index % 10}"
+        ax.plot(lrs, score, "-o", color=color, ms=3, label=arm["label"])
+        bad = np.asarray([bool(p.get("collapsed", p["diverged"])) for p in row])
+        if bad.any():
+            bottom = np.nanmin(score) if np.isfinite(score).any() else 0.0
+            shown = np.where(np.isfinite(score), score, bottom)
+            ax.plot(lrs[bad], shown[bad], "x", color=color, ms=8, mew=2, gid=COLLAPSED_GID)
+        chosen = selection.get("chosen") or {}
+        at = np.flatnonzero(np.isclose(lrs, chosen.get("learning_rate", np.nan)))
+        if at.size:
+            ax.plot(lrs[at], score[at], "*", color=color, ms=12)
+        sensitivity = (arm.get("runs") or {}).get("sensitivity") if with_test else None
+        if sensitivity:
+            key = primary_metric_of(results)
+            points = [(p["learning_rate"], p["summary"][key]["mean"], p.get("collapsed") or [])
+                      for p in sensitivity["points"]]
+            points.append((chosen["learning_rate"], arm["summary"][key]["mean"], collapsed_seeds(results, arm)))
+            points.sort()
+            ax.plot([p[0] for p in points], [_num(p[1]) * scale for p in points], ":s", color=color, mfc="none", ms=5)
+            for lr, mean, flags in points:
+                if any(flags):
+                    ax.plot(lr, _num(mean) * scale, "x", color=color, ms=8, mew=2, gid=COLLAPSED_GID)
+    ax.set_xscale("log")
+    return metric
+
+
+def primary_metric_of(results: Mapping[str, Any]) -> str:
+    """``final_test_accuracy``, or ``final_test_loss`` for regression."""
+    return "final_test_accuracy" if _classification(results) else "final_test_loss"
+
+
 def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """``summary.png``: final test accuracy with CIs per arm (train accuracy beside it), and the
-    learning-rate sensitivity curve (validation score against learning rate) of every arm.
+    """``summary.png``: final test accuracy per group of identical arms (median, quartiles, every seed; ×
+    collapsed seeds; train accuracy □), and the learning-rate sensitivity of every arm (× collapsed points).
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     plot_summary(demo_results(), Path(out) / "summary.png").stat().st_size > 1000
@@ -760,53 +875,28 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     plt = _pyplot()
     classification = _classification(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    arms = results["arms"]
-    key_test = "final_test_accuracy" if classification else "final_test_loss"
+    key_test = primary_metric_of(results)
     key_train = "final_train_accuracy" if classification else "final_train_loss"
     scale = 100.0 if classification else 1.0
-    ys = np.arange(len(arms))
-    for y, arm in zip(ys, arms):
-        color = f"C{list(arms).index(arm) % 10}"
-        if not arm.get("runs"):
-            continue
-        test = arm["summary"][key_test]
-        half = _num(test.get("half_width"))
-        axes[0].errorbar(_num(test["mean"]) * scale, y, xerr=half * scale if math.isfinite(half) else None,
-                         fmt="o", color=color, capsize=4)
+    groups = arm_groups(results)
+    for y, (name, members) in enumerate(groups):
+        arm, color = members[0], f"C{y % 10}"
         values = np.asarray([_num(v) for v in arm["runs"]["per_seed"][key_test]]) * scale
-        axes[0].plot(values, np.full(values.shape, y + 0.15), ".", color=color, alpha=0.5, ms=4)
-        train = arm["summary"][key_train]
-        axes[0].plot(_num(train["mean"]) * scale, y, marker="s", mfc="none", color=color, ms=7)
-    axes[0].set_yticks(ys, [arm["label"] for arm in arms])
+        bad = np.asarray(collapsed_seeds(results, arm), bool)
+        mid, low, high = (np.nanpercentile(values, q) if np.isfinite(values).any() else np.nan for q in (50, 25, 75))
+        axes[0].plot([low, high], [y, y], color=color, lw=3, alpha=0.5)
+        axes[0].plot(mid, y, "o", color=color)
+        axes[0].plot(values[~bad], np.full((~bad).sum(), y + 0.15), ".", color=color, alpha=0.6, ms=4)
+        if bad.any():
+            axes[0].plot(np.nan_to_num(values[bad]), np.full(bad.sum(), y + 0.15), "x", color=color, ms=8, mew=2,
+                         gid=COLLAPSED_GID)
+        axes[0].plot(_num(arm["summary"][key_train]["mean"]) * scale, y, marker="s", mfc="none", color=color, ms=7)
+    axes[0].set_yticks(range(len(groups)), [name for name, _ in groups])
     axes[0].invert_yaxis()
     axes[0].set_xlabel(("final accuracy (%)" if classification else "final loss")
-                       + ": test ● mean ± CI, · seeds; train □")
-    metric = None
-    for index, arm in enumerate(arms):
-        selection = arm["selection"]
-        grid = selection.get("grid") or []
-        if not grid:
-            continue
-        metric = selection["metric"]
-        chosen = selection.get("chosen") or {}
-        others = [k for k in grid[0] if k not in ("learning_rate", "score", "val_loss", "final_train_loss",
-                                                   "diverged")]
-        row = [p for p in grid if all(math.isclose(_num(p[k]), _num(chosen.get(k, p[k]))) for k in others)]
-        row.sort(key=lambda p: p["learning_rate"])
-        lrs = np.asarray([p["learning_rate"] for p in row], np.float64)
-        score = np.asarray([_num(p["score"]) for p in row]) * (100.0 if metric == "val_accuracy" else 1.0)
-        color = f"C{index % 10}"
-        axes[1].plot(lrs, score, "-o", color=color, ms=3, label=arm["label"])
-        diverged = np.asarray([p["diverged"] for p in row])
-        if diverged.any():
-            bottom = np.nanmin(score) if np.isfinite(score).any() else 0.0
-            axes[1].plot(lrs[diverged], np.full(diverged.sum(), bottom), "x", color=color)
-        if chosen:
-            at = np.flatnonzero(np.isclose(lrs, chosen["learning_rate"]))
-            if at.size:
-                axes[1].plot(lrs[at], score[at], "*", color=color, ms=12)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("learning rate (★ chosen, × diverged)")
+                       + ": test ● median, bar quartiles, · seeds, × collapsed; train □ mean")
+    metric = _draw_sensitivity(axes[1], results, with_test=False)
+    axes[1].set_xlabel("learning rate (★ chosen, × collapsed)")
     axes[1].set_ylabel("validation accuracy (%)" if metric == "val_accuracy" else "validation loss")
     if metric is not None:
         axes[1].legend(fontsize=8)
@@ -815,6 +905,31 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     _save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_sensitivity(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``sensitivity.png``: per arm, validation score against learning rate over the final grid (refined
+    points included; ★ chosen, × collapsed) and the test score of the seed runs at 0.5x, 1x and 2x the
+    chosen rate (□ dotted, × where a seed collapsed).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     plot_sensitivity(demo_results(), Path(out) / "sensitivity.png").name
+    'sensitivity.png'
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    metric = _draw_sensitivity(ax, results, with_test=True)
+    ax.set_xlabel("learning rate (★ chosen, × collapsed; □ test of the seed runs at 0.5x, 1x, 2x)")
+    ax.set_ylabel(("accuracy (%)" if metric == "val_accuracy" else "loss") + ": validation (selection) ● / test □")
+    if metric is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
 
 
 def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", summary: str = "summary.png") -> str:
@@ -866,6 +981,7 @@ def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", s
               "p-values, not part of the primary family; read them as descriptive.", "",
               comparison_table(results), "",
               f"![training curves]({curves})", "", f"![summary]({summary})", "",
+              "![learning-rate sensitivity](sensitivity.png)", "",
               "## Learning-rate selection", "", selection_table(results)]
     edges = [arm["label"] for arm in results["arms"] if arm["selection"].get("position") in ("low_edge", "high_edge")]
     if edges:
@@ -889,12 +1005,12 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
       results: the results dict; None reads ``out_dir/results.json``.
 
     Returns:
-      ``{"report": ..., "curves": ..., "summary": ...}`` paths.
+      ``{"report": ..., "curves": ..., "summary": ..., "sensitivity": ...}`` paths.
     
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     sorted(path.name for path in write_report(out, demo_results()).values())
-    ['curves.png', 'report.md', 'summary.png']
+    ['curves.png', 'report.md', 'sensitivity.png', 'summary.png']
     """
     out = Path(out_dir)
     if results is None:
@@ -906,6 +1022,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
         results = json.loads(json.dumps(to_jsonable(results)))
     paths = {"curves": plot_curves(results, out / "curves.png"),
              "summary": plot_summary(results, out / "summary.png"),
+             "sensitivity": plot_sensitivity(results, out / "sensitivity.png"),
              "report": out / "report.md"}
     atomic_write_text(paths["report"], render_markdown(results))
     return paths
@@ -913,6 +1030,6 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
 
 __all__ = [
     "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
-    "plot_summary", "primary_table", "peek_table", "conclusions", "conclusions_section",
+    "plot_summary", "plot_sensitivity", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
     "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
 ]

@@ -290,3 +290,69 @@ def test_best_test_accuracy_only_in_the_appendix_without_paired_tests():
     assert appendix.splitlines()[1] == "### " + report.PEEK_HEADER
     assert "peeks at test; not for comparison" in report.PEEK_HEADER
     assert text.count("best test acc.") == 1 and "best test acc." in appendix
+
+
+# ------------------------------------------------------------------ figures a reader trusts
+
+
+def drawn(monkeypatch, plot, results, tmp_path):
+    """The figure ``plot`` draws, captured before it is saved."""
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    plot(results, tmp_path / "figure.png")
+    return figures[0]
+
+
+def with_recipe_and_a_collapsed_seed():
+    """demo results plus ``adam_recipe``, the same runs as ``adam``; sgd's seed 2 ends at chance (1/3)."""
+    results = json.loads(json.dumps(report.demo_results()))
+    sgd, adam = results["arms"]
+    for arm, tag in ((sgd, "s"), (adam, "a")):
+        arm["runs"]["params_sha256"] = [f"{tag}{s}" for s in range(3)]
+    results["arms"].append({**json.loads(json.dumps(adam)), "label": "adam_recipe"})
+    for key in ("test_accuracy", "val_accuracy"):
+        sgd["runs"]["curves"][key][-1][2] = 0.30      # <= 1/3 + CHANCE_MARGIN
+    sgd["runs"]["per_seed"]["final_test_accuracy"][2] = 0.30
+    return results
+
+
+def test_collapsed_definition():
+    # at chance, loss not finite, loss no lower than at the start: collapsed; a trained run is not
+    assert compare.collapsed(0.1, 2.3, [0.10], 10) and compare.collapsed(0.1, 2.3, [0.15], 10)
+    assert not compare.collapsed(0.1, 2.3, [0.151, 0.7], 10)
+    assert compare.collapsed(float("nan"), 2.3, [0.9], 10) and compare.collapsed(2.3, 2.3, [0.9], 10)
+    assert compare.collapsed(0.5, None, [None], 3) and not compare.collapsed(0.5, 1.0, [], None)   # regression
+    assert report.collapsed_seeds(with_recipe_and_a_collapsed_seed(),
+                                  with_recipe_and_a_collapsed_seed()["arms"][0]) == [False, False, True]
+
+
+def test_identical_arms_are_drawn_once_under_both_names(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    assert [name for name, _ in report.arm_groups(results)] == ["sgd", "adam = adam_recipe"]
+    fig = drawn(monkeypatch, report.plot_curves, results, tmp_path)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["sgd (1 collapsed)", "adam = adam_recipe"]
+    fig = drawn(monkeypatch, report.plot_summary, results, tmp_path)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["sgd", "adam = adam_recipe"]
+
+
+def test_a_collapsed_run_is_marked_in_every_figure(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    results["arms"][0]["selection"]["grid"][2]["collapsed"] = True   # lr 1.0 collapsed during selection
+    for plot in (report.plot_curves, report.plot_summary, report.plot_sensitivity):
+        fig = drawn(monkeypatch, plot, results, tmp_path)
+        marks = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == report.COLLAPSED_GID]
+        assert marks, plot.__name__
+    clean = json.loads(json.dumps(report.demo_results()))
+    for plot in (report.plot_curves, report.plot_summary, report.plot_sensitivity):
+        fig = drawn(monkeypatch, plot, clean, tmp_path)
+        assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == report.COLLAPSED_GID]
+    assert "| 3 (1 collapsed) |" in report.summary_table(results)
+
+
+def test_curve_band_is_the_interquartile_range_of_the_seeds_that_did_not_collapse(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    fig = drawn(monkeypatch, report.plot_curves, results, tmp_path)
+    median = fig.axes[1].get_lines()[0]                    # sgd's test accuracy, seeds 0 and 1 only
+    values = np.asarray(results["arms"][0]["runs"]["curves"]["test_accuracy"])[:, :2] * 100
+    np.testing.assert_allclose(median.get_ydata(), np.median(values, axis=1))
