@@ -23,12 +23,19 @@ schedule for every arm:
    ``extension_points`` new rates are added beyond that edge, each a factor
    ``extension_factor`` (3) further, and trained as one more population; this
    repeats until the optimum is interior or (upwards) the next value diverges,
-   at most ``max_extensions`` times. The final grid and where the optimum sits
+   at most ``max_extensions`` times. Then (``refine``) rates a factor 2 apart are
+   added between the optimum and its grid neighbours (one more population). The
+   chosen rate is the best mean validation score among the points whose
+   learning-rate neighbours did not *collapse* (:func:`collapsed`: diverged, or at
+   chance on some selection seed): an optimum next to a cliff is not taken, because
+   a rate that works on 3 selection seeds but whose 2x neighbour collapses is a
+   lucky rate, not a robust one. The final grid and where the optimum sits
    (``interior``, ``low_edge``, ``high_edge``) are recorded.
 4. **Seeds.** The chosen setting is retrained on ``seeds`` fresh seeds
    (``0 .. S−1``, disjoint from the selection seeds ``SELECTION_SEED_OFFSET + i``)
    as one population and evaluated on train, validation and test after every
-   ``eval_every`` epochs. Seed s gives the same initialization and the same
+   ``eval_every`` epochs; then at 0.5x and 2x the chosen rate (``sensitivity_factors``,
+   one more population). Seed s gives the same initialization and the same
    data order (``jaxnets.state.run_keys``) in every arm, so arms are paired by seed.
 5. **Statistics** (``jaxnets.stats``). Per arm, over seeds: final and best test
    accuracy, final training loss and accuracy, generalization gap (train minus
@@ -235,13 +242,17 @@ class ComparisonConfig:
       loss: loss name (None: the task's default); l2: L2 penalty on weights.
       pairs: (a, b) arm labels to compare with paired tests; None compares
         ("sgd", "adam") when both are present.
+      refine: after bracketing, add rates a factor 2 apart between the optimum and
+        its grid neighbours (one more population).
+      sensitivity_factors: the chosen rate times each factor is also trained on the
+        evaluation seeds (one more population) and tested; () skips it.
     """
 
     epochs: int = 20
     batch_size: int | None = 100
     schedule: str = "constant"
     seeds: int = 5
-    selection_seeds: int = 1
+    selection_seeds: int = 3
     grid_points: int = 7
     grid_step: float = 10 ** 0.5
     extension_factor: float = 3.0
@@ -253,6 +264,8 @@ class ComparisonConfig:
     loss: str | None = None
     l2: float = 0.0
     pairs: tuple[tuple[str, str], ...] | None = None
+    refine: bool = True
+    sensitivity_factors: tuple[float, ...] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
         for name, minimum in (("seeds", 1), ("selection_seeds", 1), ("grid_points", 1),
@@ -274,6 +287,10 @@ class ComparisonConfig:
             if not all(len(pair) == 2 and pair[0] != pair[1] for pair in pairs):
                 raise _fail("pairs", self.pairs, "(label_a, label_b) tuples of two different labels")
             object.__setattr__(self, "pairs", pairs)
+        factors = tuple(self.sensitivity_factors)
+        if not all(isinstance(f, (int, float)) and f > 0 and f != 1 and math.isfinite(f) for f in factors):
+            raise _fail("sensitivity_factors", self.sensitivity_factors, "finite numbers > 0 other than 1")
+        object.__setattr__(self, "sensitivity_factors", tuple(float(f) for f in factors))
         self.train_config()  # TrainConfig checks epochs, batch_size, eval_every, l2
 
     def train_config(self) -> TrainConfig:
@@ -422,7 +439,7 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
     >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
     >>> config = ComparisonConfig(epochs=2, batch_size=32, max_extensions=0)
     >>> selection = select_learning_rate(model, data, Arm("sgd", "sgd", lr_grid=(0.01, 0.1, 1.0)), config)
-    >>> [point["learning_rate"] for point in selection["grid"]], selection["position"] in POSITIONS
+    >>> [p["learning_rate"] for p in selection["grid"] if not p["refined"]], selection["position"] in POSITIONS
     ([0.01, 0.1, 1.0], True)
     """
     if data.num_val == 0:
@@ -488,8 +505,30 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         new_rates = ", ".join(f"{c['learning_rate']:.3g}" for c in pending)
         say(f"{arm.label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
 
-    grid = sorted(({k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
-                                      "diverged", "collapsed")} for c in scored),
+    if config.refine and best is not None:
+        pending = _refinement(best, scored, names)
+        if pending:
+            record = _train_candidates(model, blind, tx, config, pending, seeds, start_losses, metric)
+            record["round"], record["refine"] = len(rounds), True
+            for candidate in record["candidates"]:
+                candidate["refined"] = True
+            rounds.append(record)
+            scored.extend(record["candidates"])
+            say(f"{arm.label}: refined around {best['learning_rate']:.3g} with "
+                + ", ".join(f"{c['learning_rate']:.3g}" for c in pending) + f" ({record['wall_time_s']:.1f} s)")
+    stable = False
+    if best is not None:
+        best, stable = _choose_stable(scored, names, higher)
+        row = _row_of(best, scored, names)
+        index = [c["learning_rate"] for c in row].index(best["learning_rate"])
+        upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
+        if 0 < index < len(row) - 1:
+            position = "interior"
+        else:
+            position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
+    grid = sorted(({**{k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
+                                         "diverged", "collapsed")}, "refined": bool(c.get("refined"))}
+                   for c in scored),
                   key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
     return {
         "metric": metric,
@@ -500,11 +539,65 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         "chosen_score": None if best is None else best["score"],
         "position": position,
         "upper_neighbour_diverged": bool(upper_diverged),
+        "rule": "best mean validation score whose learning-rate neighbours did not collapse",
+        "stable": bool(stable),
         "searched": names,
         "grid": grid,
         "rounds": rounds,
         "wall_time_s": time.perf_counter() - started,
     }
+
+
+def _row_of(candidate: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list:
+    """The candidates sharing ``candidate``'s searched values, by learning rate."""
+    key = _candidate_key(candidate, names)
+    return sorted((c for c in scored if _candidate_key(c, names) == key), key=lambda c: c["learning_rate"])
+
+
+def _refinement(best: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[dict]:
+    """Rates η·2^k (k = ±1, ±2, ...) strictly between the optimum η and its neighbours in its grid row.
+
+    >>> row = [{"learning_rate": lr} for lr in (0.1, 1.0, 3.16)]
+    >>> [c["learning_rate"] for c in _refinement(row[1], row, [])]
+    [0.5, 0.25, 0.125, 2.0]
+    """
+    row = _row_of(best, scored, names)
+    lrs = [c["learning_rate"] for c in row]
+    index = lrs.index(best["learning_rate"])
+    combo = {n: best[n] for n in names}
+    out = []
+    for neighbour, factor in ((lrs[index - 1] if index > 0 else None, 0.5),
+                              (lrs[index + 1] if index + 1 < len(lrs) else None, 2.0)):
+        if neighbour is None:
+            continue
+        rate = best["learning_rate"] * factor
+        # Stop short of the neighbour (5% margin) so no point duplicates it.
+        while min(rate, neighbour) / max(rate, neighbour) < 1 / 1.05 and (rate - neighbour) * (factor - 1) < 0:
+            out.append({"learning_rate": _round_sig(rate), **combo})
+            rate *= factor
+    return out
+
+
+def _choose_stable(scored: Sequence[Mapping[str, Any]], names: Sequence[str], higher: bool) -> tuple[dict, bool]:
+    """The best-scoring candidate whose neighbours in its learning-rate row did not collapse.
+
+    A neighbour is the next smaller or larger rate trained with the same searched values;
+    collapsed means diverged or at chance on some selection seed. Returns ``(candidate,
+    True)``, or the best non-collapsed candidate and False when no candidate qualifies.
+    """
+    bad = lambda c: c["diverged"] or c.get("collapsed", False)  # noqa: E731
+    valid = sorted((c for c in scored if not bad(c)), key=lambda c: _score_key(c["score"], c["val_loss"], higher),
+                   reverse=True)
+    if not valid:
+        valid = sorted((c for c in scored if not c["diverged"]),
+                       key=lambda c: _score_key(c["score"], c["val_loss"], higher), reverse=True)
+    for candidate in valid:
+        row = _row_of(candidate, scored, names)
+        index = row.index(candidate)
+        neighbours = row[max(index - 1, 0):index] + row[index + 1:index + 2]
+        if not any(bad(n) for n in neighbours):
+            return candidate, True
+    return valid[0], False
 
 
 def _product(lists: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
@@ -655,6 +748,40 @@ def _collapsed_seeds(curves: Mapping[str, Any], initial: Sequence[float], num_cl
     keys = [k for k in ("val_accuracy", "test_accuracy") if k in last]
     return [collapsed(last["train_loss"][s], initial[s], [last[k][s] for k in keys], num_classes)
             for s in range(len(initial))]
+
+
+def run_sensitivity(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, float],
+                    config: ComparisonConfig, *, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The chosen setting with the learning rate times each of ``config.sensitivity_factors``, on the
+    evaluation seeds, as one population: how much the result rides on the exact rate.
+
+    Returns:
+      ``{"factors", "points": [{"factor", "learning_rate", "per_seed", "summary", "collapsed"}],
+      "wall_time_s"}``.
+    """
+    seeds = list(range(config.seeds))
+    factors = list(config.sensitivity_factors)
+    members = [(f, s) for f in factors for s in seeds]
+    base = float(setting["learning_rate"])
+    tx = _make_tx(arm, base, config, data.num_train)
+    hyperparams = {name: [float(value)] * len(members) for name, value in setting.items()}
+    hyperparams["learning_rate"] = [base * f for f, _ in members]
+    result = fit_population(model, data, tx, config.train_config(), seeds=[s for _, s in members],
+                            hyperparams=hyperparams)
+    curves = _curves(result)
+    initial = _initial_train_loss(model, data, seeds, config)
+    points = []
+    for k, factor in enumerate(factors):
+        columns = slice(k * len(seeds), (k + 1) * len(seeds))
+        part = {key: value if key == "epochs" else [row[columns] for row in value] for key, value in curves.items()}
+        per_seed = per_seed_metrics(part, data.task, config.target_loss)
+        points.append({"factor": factor, "learning_rate": _round_sig(base * factor, 6), "per_seed": per_seed,
+                       "summary": summarize_seeds(per_seed, config.confidence),
+                       "collapsed": _collapsed_seeds(part, initial, data.num_classes if _is_classification(data)
+                                                     else None)})
+    (on_event or (lambda message: None))(
+        f"{arm.label}: sensitivity at x{', x'.join(f'{f:g}' for f in factors)} ({result.wall_time_s:.1f} s)")
+    return {"factors": factors, "points": points, "wall_time_s": result.wall_time_s}
 
 
 def summarize_seeds(per_seed: Mapping[str, Sequence[float]], confidence: float = stats.DEFAULT_CONFIDENCE
@@ -889,18 +1016,29 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
             record["selection"] = select_learning_rate(model, data, arm, config, start_losses=start_losses,
                                                        on_event=say)
         chosen = record["selection"]["chosen"]
+        twin = next((r for r, a in zip(records, arms) if r["runs"] and a.optimizer == arm.optimizer
+                     and a.hyperparams == arm.hyperparams and r["selection"]["chosen"] == chosen), None)
         if chosen is None:
             say(f"{arm.label}: every learning rate diverged; no seed runs")
             record["runs"], record["summary"] = None, None
+        elif twin is not None:
+            # Same optimizer, hyperparameters and setting: seed s gives the same run bit for bit,
+            # so it is not trained twice; the record says whose runs these are.
+            say(f"{arm.label}: same setting as {twin['label']}; its seed runs are reused")
+            record["runs"] = {**twin["runs"], "shared_with": twin["label"]}
+            record["summary"] = twin["summary"]
         else:
             record["runs"] = run_seeds(model, data, arm, chosen, config, on_event=say)
             record["summary"] = summarize_seeds(record["runs"]["per_seed"], config.confidence)
+            if config.sensitivity_factors:
+                record["runs"]["sensitivity"] = run_sensitivity(model, data, arm, chosen, config, on_event=say)
         records.append(record)
 
     num_params = next((r["runs"]["num_params"] for r in records if r["runs"]), None)
     steps = steps_for(data.num_train, config.batch_size, config.epochs)
     runs = sum(len(rnd["member_seeds"]) for r in records for rnd in r["selection"]["rounds"])
-    runs += sum(len(r["runs"]["seeds"]) for r in records if r["runs"])
+    runs += sum(len(r["runs"]["seeds"]) * (1 + len(config.sensitivity_factors)) for r in records
+                if r["runs"] and "shared_with" not in r["runs"])
     config_record = dataclasses.asdict(config)
     config_record["pairs"] = [list(p) for p in pairs]
     config_record["train_config"] = dataclasses.asdict(config.train_config())
@@ -959,6 +1097,6 @@ def without_timings(results: Any) -> Any:
 __all__ = [
     "Arm", "CHANCE_MARGIN", "ComparisonConfig", "DEFAULT_LR_CENTRES", "collapsed", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
     "dataset_record", "default_pairs", "environment", "lr_grid", "paired_comparisons",
-    "per_seed_metrics", "primary_comparisons", "primary_metric", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
+    "per_seed_metrics", "primary_comparisons", "run_sensitivity", "primary_metric", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
     "selection_metric", "summarize_seeds", "without_timings",
 ]

@@ -590,6 +590,8 @@ def selection_table(results: Mapping[str, Any]) -> str:
         for point in grid:
             text = _setting_text({k: point[k] for k in names}) + ": "
             text += "diverged" if point["diverged"] else f"{_format_score(point['score'], metric)}"
+            text += " (collapsed)" if point.get("collapsed") and not point["diverged"] else ""
+            text += " (refined)" if point.get("refined") else ""
             if chosen and all(math.isclose(_num(point[k]), _num(v)) for k, v in chosen.items()):
                 text = f"**{text}**"
             cells.append(text)
@@ -597,7 +599,46 @@ def selection_table(results: Mapping[str, Any]) -> str:
         lines.append(f"- `{arm['label']}` ({rounds} population{'s' if rounds != 1 else ''}, position: "
                      f"{_position_text(selection)}): " + "; ".join(cells))
     what = "validation accuracy (%)" if metric == "val_accuracy" else "validation loss"
-    return f"Final {what} of every grid point, mean over the selection seeds:\n\n" + "\n".join(lines)
+    unstable = [a["label"] for a in results["arms"] if a["selection"].get("stable") is False]
+    rule = ("Rule: the best mean validation score among the points whose learning-rate neighbours did not collapse "
+            "(after factor-2 refinement around the coarse optimum)."
+            + (f" No such point for {', '.join(unstable)}: the best non-collapsed point was taken." if unstable else ""))
+    return f"Final {what} of every grid point, mean over the selection seeds:\n\n" + "\n".join(lines) + "\n\n" + rule
+
+
+def sensitivity_table(results: Mapping[str, Any]) -> str:
+    """Test score of every arm's seed runs at the chosen rate and at each sensitivity factor (0.5x, 2x).
+
+    >>> sensitivity_table(demo_results())
+    ''
+    """
+    arms = [a for a in _arms_with_runs(results) if a["runs"].get("sensitivity")]
+    if not arms:
+        return ""
+    metric = primary_metric_of(results)
+    factors = arms[0]["runs"]["sensitivity"]["factors"]
+    columns = sorted([*factors, 1.0])
+    lines = ["| arm | " + " | ".join(f"{_LABELS[metric]} at {f:g}x" + (" (chosen)" if f == 1.0 else "")
+                                     for f in columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm in arms:
+        points = {p["factor"]: p for p in arm["runs"]["sensitivity"]["points"]}
+        cells = []
+        for factor in columns:
+            if factor == 1.0:
+                summary, flags = arm["summary"][metric], collapsed_seeds(results, arm)
+                rate = arm["selection"]["chosen"]["learning_rate"]
+            else:
+                point = points.get(factor)
+                if point is None:
+                    cells.append("—")
+                    continue
+                summary, flags, rate = point["summary"][metric], point.get("collapsed") or [], point["learning_rate"]
+            cells.append(f"{format_interval(summary, metric)} @ {_num(rate):.3g}"
+                         + (f" ({sum(flags)} collapsed)" if any(flags) else ""))
+        lines.append(f"| `{arm['label']}` | " + " | ".join(cells) + " |")
+    lines += ["", "The chosen setting retrained on the evaluation seeds at other learning rates (one population): "
+                  "a result that rides on an edge-of-stability rate drops sharply at 2x."]
+    return "\n".join(lines)
 
 
 def _format_score(score: Any, metric: str | None) -> str:
@@ -983,6 +1024,9 @@ def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", s
               f"![training curves]({curves})", "", f"![summary]({summary})", "",
               "![learning-rate sensitivity](sensitivity.png)", "",
               "## Learning-rate selection", "", selection_table(results)]
+    sensitivity = sensitivity_table(results)
+    if sensitivity:
+        lines += ["", "### Sensitivity to the learning rate", "", sensitivity]
     edges = [arm["label"] for arm in results["arms"] if arm["selection"].get("position") in ("low_edge", "high_edge")]
     if edges:
         lines += ["", f"**Warning**: the chosen learning rate is still on the edge of its grid for "
@@ -1030,6 +1074,6 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
 
 __all__ = [
     "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
-    "plot_summary", "plot_sensitivity", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
+    "plot_summary", "plot_sensitivity", "sensitivity_table", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
     "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
 ]
