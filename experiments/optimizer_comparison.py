@@ -20,12 +20,12 @@ connection. The CNN is ``cnn1d`` (5,210 parameters, as the paper's).
 
 Quick default (measured budget in docs/optimizer_comparison.md): the MLP, constant
 schedule, the full 6,020-step budget, arms sgd / momentum / adam / adagrad plus the
-authors' untuned recipe (Adam, lr 1e-2), 2 selection seeds per grid point, 5
-evaluation seeds.
+authors' untuned recipe (Adam, lr 1e-2), and adam_eps (ε searched jointly), 3 selection
+seeds per grid point, 5 evaluation seeds.
 
 Full: MNIST-1D x {mlp, cnn1d} x {constant, cosine} with every optimizer
 (sgd, momentum, nesterov, rmsprop, adam, adagrad, adamw, adam with a searched
-epsilon) plus the recipe arm, 5 seeds, 2 selection seeds, 6,020 steps; and
+epsilon, adamw with its decay searched) plus the recipe arm, 5 seeds, 3 selection seeds, 6,020 steps; and
 digits x {mlp, cnn} as a pipeline check (ceiling-limited).
 """
 from __future__ import annotations
@@ -53,8 +53,8 @@ SPLIT_SEED = 0
 BATCH_SIZE = 100
 FULL_STEPS = 6000
 QUICK_STEPS = 6000
-QUICK_SELECTION_SEEDS = 2
-QUICK_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad")
+QUICK_SELECTION_SEEDS = 3
+QUICK_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "adam_eps")
 TARGET_LOSS = 0.1
 
 #: Adam with epsilon searched jointly with the learning rate (Choi et al. 2019): with a
@@ -62,6 +62,13 @@ TARGET_LOSS = 0.1
 #: learning-rate grid must reach up to the SGD scale.
 ADAM_EPS_SEARCH = (1e-8, 1e-4, 1e-2, 1.0)
 ADAM_EPS_GRID = tuple(compare.lr_grid("adam", points=11, centre=10 ** -1.5))
+#: The quick default's smaller product grid (the same span, a decade apart; refinement fills in).
+QUICK_ADAM_EPS_SEARCH = (1e-8, 1e-3, 1.0)
+QUICK_ADAM_EPS_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+#: AdamW's decoupled decay λ searched jointly with the learning rate (Loshchilov & Hutter tune it):
+#: optax applies θ ← θ − η·λ·θ per step, so with η ≈ 1e-2 these are 1e-4 .. 1e-2 per step.
+ADAMW_DECAY_SEARCH = (1e-2, 1e-1, 1.0)
 
 MODELS = {
     "mlp": {"hidden": (100, 100)},
@@ -74,9 +81,9 @@ MNIST1D_NOTES = [
     "Selection uses the final validation accuracy after the whole budget; 'best test accuracy' is the "
     "maximum over evaluated epochs and is optimistic by construction (it peeks at test along the run): "
     "it is reported because papers often report it, never used for any choice.",
-    "The learning rate is the only tuned hyperparameter (plus epsilon for `adam_eps`); momentum 0.9, "
-    "Adam's betas (0.9, 0.999), RMSProp decay 0.9, AdaGrad initial accumulator 0.1, AdamW decay 1e-2 "
-    "are the documented defaults of jaxnets.optim.",
+    "The learning rate is the only tuned hyperparameter (plus epsilon for `adam_eps` and the decoupled "
+    "decay for `adamw`); momentum 0.9, Adam's betas (0.9, 0.999), RMSProp decay 0.9, AdaGrad initial "
+    "accumulator 0.1 are the documented defaults of jaxnets.optim.",
 ]
 
 
@@ -115,16 +122,22 @@ def published_mnist1d(model: str, labels: Sequence[str], schedule: str) -> list[
     return refs
 
 
-def arms_for(optimizers: Sequence[str], *, recipe: bool) -> list[compare.Arm]:
-    """The arms by name: optimizers of jaxnets.optim, plus ``adam_eps`` and the fixed ``adam_recipe``."""
+def arms_for(optimizers: Sequence[str], *, recipe: bool, quick: bool = False) -> list[compare.Arm]:
+    """The arms by name: optimizers of jaxnets.optim, plus ``adam_eps`` and the fixed ``adam_recipe``.
+
+    ``quick`` gives ``adam_eps`` the smaller product grid of the quick default.
+    """
     arms = []
     for name in optimizers:
         if name == "adam_eps":
-            arms.append(compare.Arm("adam_eps", "adam", lr_grid=ADAM_EPS_GRID, search={"eps": ADAM_EPS_SEARCH},
+            grid, search = (QUICK_ADAM_EPS_GRID, QUICK_ADAM_EPS_SEARCH) if quick else (ADAM_EPS_GRID, ADAM_EPS_SEARCH)
+            arms.append(compare.Arm("adam_eps", "adam", lr_grid=grid, search={"eps": search},
                                     note="Adam with epsilon searched jointly with the learning rate "
                                          "(Choi et al. 2019)."))
         elif name == "adamw":
-            arms.append(compare.Arm("adamw", "adamw", note="decoupled weight decay 1e-2 (Loshchilov & Hutter)."))
+            arms.append(compare.Arm("adamw", "adamw", search={"weight_decay": ADAMW_DECAY_SEARCH},
+                                    note="decoupled weight decay searched jointly with the learning rate "
+                                         "(Loshchilov & Hutter 2019)."))
         else:
             arms.append(compare.Arm(name, name))
     if recipe:
@@ -210,15 +223,16 @@ def quick(out: Path, *, seeds: int = 5, steps: int = QUICK_STEPS,
           optimizers: Sequence[str] = QUICK_OPTIMIZERS, model: str = "mlp",
           selection_seeds: int = QUICK_SELECTION_SEEDS) -> Path:
     """The quick default: one MNIST-1D study; returns the report's path."""
-    arms = arms_for(optimizers, recipe=True)
+    arms = arms_for(optimizers, recipe=True, quick=True)
     labels = [a.label for a in arms]
     config = _config(steps, seeds, selection_seeds, "constant", labels, eval_every=4)
     extra = {"title": f"Optimizer comparison, quick default: MNIST-1D, {model}",
              "budget_note": f"quick default: {model} only, constant schedule only, {len(optimizers)} tuned optimizers "
                             f"({', '.join(optimizers)}) plus the untuned recipe, {selection_seeds} selection seeds per "
                             f"grid point, {seeds} evaluation seeds, {config.epochs} epochs "
-                            f"({config.epochs * math.ceil(3500 / BATCH_SIZE)} steps). `--full` adds nesterov, rmsprop, "
-                            "adamw and adam_eps, the cosine schedule, the CNN and digits.",
+                            f"({config.epochs * math.ceil(3500 / BATCH_SIZE)} steps); adam_eps on a {len(QUICK_ADAM_EPS_GRID)} x "
+                            f"{len(QUICK_ADAM_EPS_SEARCH)} (learning rate x ε) grid. `--full` adds nesterov, rmsprop "
+                            "and adamw (decay tuned jointly), the full ε grid, the cosine schedule, the CNN and digits.",
              "published": published_mnist1d(model, labels, "constant"), "notes": MNIST1D_NOTES}
     run_study(f"mnist1d_{model}_constant_quick", "mnist1d", model, MODELS[model], arms, config, out,
               validation=MNIST1D_VALIDATION, extra=extra)
@@ -241,7 +255,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
             arms = arms_for(FULL_OPTIMIZERS, recipe=schedule == "constant")
             labels = [a.label for a in arms]
             name = f"mnist1d_{model}_{schedule}"
-            config = _config(steps, seeds, 2, schedule, labels, eval_every=2)
+            config = _config(steps, seeds, 3, schedule, labels, eval_every=2)
             extra = {"title": f"Optimizer comparison: MNIST-1D, {model}, {schedule} schedule",
                      "published": published_mnist1d(model, labels, schedule), "notes": MNIST1D_NOTES}
             run_study(name, "mnist1d", model, MODELS[model], arms, config, out / name,
@@ -254,7 +268,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
             arms = arms_for(("sgd", "momentum", "adam"), recipe=False)
             labels = [a.label for a in arms]
             name = f"digits_{model}"
-            config = compare.ComparisonConfig(epochs=60, batch_size=64, seeds=seeds, selection_seeds=2,
+            config = compare.ComparisonConfig(epochs=60, batch_size=64, seeds=seeds, selection_seeds=3,
                                               eval_every=2, target_loss=TARGET_LOSS, pairs=_pairs(labels))
             extra = {"title": f"Optimizer comparison: digits, {model} (pipeline check)",
                      "notes": ["digits is ceiling-limited (every reasonable model reaches 96-99%): this study "
@@ -278,7 +292,8 @@ def write_index(out: Path, studies: Sequence[str]) -> Path:
               + "): " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in walls.items())
               + f"; {sum(walls.values()) / 60:.0f} min in all.", ""] if loaded else []
     for name, results in loaded.items():
-        lines += [f"## [{name}]({name}/report.md)", "", report.summary_table(results), ""]
+        lines += [f"## [{name}]({name}/report.md)", "", "**Conclusions**", "", report.conclusions_section(results), "",
+                  report.summary_table(results), "", report.primary_table(results), ""]
         lines += [f"- {sentence}" for sentence in report.verdicts(results)] + [""]
     atomic_write_text(out / "index.md", "\n".join(lines))
     return out / "index.md"
@@ -484,6 +499,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimizer_comparison.md"
 
 
+def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] | None:
+    """The ``--zhou`` results if they were measured on this comparison's chosen rates, else None."""
+    path = zhou_out / "results.json"
+    if not path.is_file():
+        return None
+    results = report.load_results(path)
+    return results if Path(results.get("comparison", "")) == Path(comparison) else None
+
+
 def update_docs(out: Path, *, block: str) -> None:
     """Copy a run's generated numbers into the docs page, between ``<!-- block:start/end -->``.
 
@@ -500,8 +524,13 @@ def update_docs(out: Path, *, block: str) -> None:
         text = (f"Generated by `python -m experiments.optimizer_comparison --update-docs`: "
                 f"{results['wall_time_s']:.0f} s wall on a machine with {os.cpu_count()} CPU cores "
                 f"({results['environment']['platform']['backend']}). {results['extra']['budget_note']}\n\n"
-                + report.summary_table(results) + "\n\nPaired comparisons:\n\n" + report.comparison_table(results)
-                + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results)))
+                "**Conclusions**\n\n" + report.conclusions_section(results, zhou=zhou_results(out)) + "\n\n"
+                + report.summary_table(results)
+                + "\n\nPrimary comparisons (each arm vs SGD, multiplicity-adjusted):\n\n" + report.primary_table(results)
+                + "\n\nExploratory paired comparisons (unadjusted; context, not evidence):\n\n"
+                + report.comparison_table(results)
+                + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results))
+                + "\n\n" + report.peek_table(results).replace("### ", "**", 1).replace("\n", "**\n", 1))
     else:
         text = (out / ("report.md" if block == "zhou" else "index.md")).read_text()
         text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))

@@ -21,6 +21,8 @@ of Xᵀy is a multiple of its sign. On a new point that prediction is
 
 The identity needs more positive than negative training labels (otherwise
 sign(Σ y) flips features 2-3); draws with Σ y_train <= 0 are redrawn and counted.
+A second table reports the same cells drawn without that condition, on the draws
+with Σ y_train <= 0: what each optimizer actually does outside the lemma's assumption.
 
 Every optimizer is a ``jaxnets.optim.create`` transformation, run for ``steps``
 iterations inside one jitted ``lax.scan``, vmapped over the draws of a cell, in
@@ -65,13 +67,14 @@ OPTIMIZERS: dict[str, tuple[str, Any, dict[str, Any]]] = {
 ADAPTIVE = ("adagrad", "rmsprop", "adam", "adam_default")
 
 
-def make_problem(n_train: int, n_test: int, p: float, seed: int) -> dict[str, Any]:
+def make_problem(n_train: int, n_test: int, p: float, seed: int, *, condition: bool = True) -> dict[str, Any]:
     """One draw of the construction (module docstring), as float64 NumPy arrays.
 
     Args:
       n_train, n_test: numbers of points (>= 1).
       p: probability of the label +1, 1/2 < p < 1.
       seed: seed of ``np.random.default_rng``; labels are redrawn until Σ y_train > 0.
+      condition: False keeps the first draw whatever Σ y_train is (outside the lemma's assumption).
 
     Returns:
       ``{"x_train" (n_train, d), "y_train", "x_test" (n_test, d), "y_test", "redraws"}``.
@@ -92,7 +95,7 @@ def make_problem(n_train: int, n_test: int, p: float, seed: int) -> dict[str, An
     redraws = 0
     while True:
         y = np.where(rng.random(n) < p, 1.0, -1.0)
-        if y[:n_train].sum() > 0:
+        if not condition or y[:n_train].sum() > 0:
             break
         redraws += 1
     x = np.zeros((n, 3 + 5 * n))
@@ -154,7 +157,8 @@ def train(name: str, x: jax.Array, y: jax.Array, steps: int, learning_rate: floa
 
 
 def evaluate_cell(n_train: int, p: float, *, n_test: int = N_TEST, draws: int = DRAWS, steps: int = STEPS,
-                  optimizers: Sequence[str] = tuple(OPTIMIZERS), seed: int = 0) -> dict[str, Any]:
+                  optimizers: Sequence[str] = tuple(OPTIMIZERS), seed: int = 0,
+                  condition: bool = True) -> dict[str, Any]:
     """All optimizers on ``draws`` independent draws of one (n_train, p) cell.
 
     Returns:
@@ -162,7 +166,9 @@ def evaluate_cell(n_train: int, p: float, *, n_test: int = N_TEST, draws: int = 
       cosine between w and sign(Xᵀy), relative distance to the minimum-norm
       interpolant X⁺y, and their means with 95% intervals; per draw the fraction
       of −1 test labels (the predicted adaptive error) and the identity residual
-      max |X·sign(Xᵀy) − 4y|.
+      max |X·sign(Xᵀy) − 4y|. ``condition=False`` keeps draws with Σ y_train <= 0
+      (``sum_y_train`` records it per draw; ``labelled_positive`` is each optimizer's share of
+      test points labelled +1).
     
     >>> with jax.enable_x64(True):
     ...     cell = evaluate_cell(20, 0.75, n_test=8, draws=2, steps=500, optimizers=("gd", "adam"))
@@ -170,7 +176,7 @@ def evaluate_cell(n_train: int, p: float, *, n_test: int = N_TEST, draws: int = 
     >>> cell["optimizers"]["gd"]["test_error"], adam_error == cell["negative_test_fraction"]
     ([0.0, 0.0], True)
     """
-    problems = [make_problem(n_train, n_test, p, seed=seed + 1000 * draw) for draw in range(draws)]
+    problems = [make_problem(n_train, n_test, p, seed=seed + 1000 * draw, condition=condition) for draw in range(draws)]
     x_train = np.stack([pr["x_train"] for pr in problems])
     y_train = np.stack([pr["y_train"] for pr in problems])
     x_test = np.stack([pr["x_test"] for pr in problems])
@@ -181,7 +187,8 @@ def evaluate_cell(n_train: int, p: float, *, n_test: int = N_TEST, draws: int = 
     curvature = np.array([largest_curvature(x) for x in x_train])
     cell: dict[str, Any] = {"n_train": n_train, "p": p, "n_test": n_test, "draws": draws, "steps": steps,
                             "dimension": int(x_train.shape[2]),
-                            "redraws": [pr["redraws"] for pr in problems],
+                            "redraws": [pr["redraws"] for pr in problems], "condition": condition,
+                            "sum_y_train": [float(pr["y_train"].sum()) for pr in problems],
                             "negative_test_fraction": (y_test < 0).mean(axis=1).tolist(),
                             "identity_residual": identity.tolist(), "curvature": curvature.tolist(),
                             "optimizers": {}}
@@ -199,6 +206,7 @@ def evaluate_cell(n_train: int, p: float, *, n_test: int = N_TEST, draws: int = 
         cell["optimizers"][name] = {
             "learning_rate": rates.tolist(), "hyperparams": OPTIMIZERS[name][2],
             "test_error": error.tolist(), "final_train_loss": final_loss.tolist(),
+            "labelled_positive": (predictions > 0).mean(axis=1).tolist(),
             "cosine_to_sign": cosine.tolist(), "distance_to_min_norm": distance.tolist(),
             "summary": {key: stats.mean_ci(values).as_dict() for key, values in
                         (("test_error", error), ("final_train_loss", final_loss), ("cosine_to_sign", cosine),
@@ -233,6 +241,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"- `{name}`: smallest cos(w, sign(Xᵀy)) {cos:.6f}; "
                      f"largest ‖w − X⁺y‖/‖X⁺y‖ {dist:.3g}; "
                      f"largest final training loss {loss:.2e}")
+    lines += ["", *unconditioned_table(results)]
     lines += ["", "Expected (Wilson et al. 2017, section 3.3): GD and heavy ball 0 test error (they approach the "
               "minimum-norm interpolant X⁺y); AdaGrad, RMSProp and Adam error = fraction of −1 test labels "
               "≈ 1 − p (w ∝ sign(Xᵀy), every new point labelled +1).",
@@ -242,6 +251,38 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unconditioned_table(results: dict[str, Any]) -> list[str]:
+    """Lines of the second table: the draws with Σ y_train <= 0 among the unconditioned ones.
+
+    Per cell, how many of its unconditioned draws fall outside the lemma's assumption, the
+    share of −1 test labels there (the lemma's error formula), and per optimizer the mean
+    test error and the mean share of test points it labels +1 on those draws.
+
+    >>> print(unconditioned_table({"optimizers": ["gd"], "unconditioned": []})[0])
+    ## Outside the lemma's assumption Σy_train > 0 (unconditioned draws)
+    """
+    names = results["optimizers"]
+    lines = ["## Outside the lemma's assumption Σy_train > 0 (unconditioned draws)", "",
+             "The same cells drawn without redrawing, restricted to the draws with Σ y_train <= 0: the identity "
+             "X·sign(Xᵀy) = 4y does not hold there, so the lemma says nothing. Cells: test error / share of test "
+             "points labelled +1, means over those draws.", "",
+             "| n_train | p | draws with Σy_train <= 0 | −1 fraction of test labels | " + " | ".join(names) + " |",
+             "|" + "---|" * (4 + len(names))]
+    for cell in results.get("unconditioned") or []:
+        outside = [i for i, total in enumerate(cell["sum_y_train"]) if total <= 0]
+        row = [str(cell["n_train"]), f"{cell['p']:.2f}", f"{len(outside)} of {cell['draws']}"]
+        if not outside:
+            lines.append("| " + " | ".join(row + ["—"] * (1 + len(names))) + " |")
+            continue
+        row.append(f"{np.mean([cell['negative_test_fraction'][i] for i in outside]):.3f}")
+        for name in names:
+            record = cell["optimizers"][name]
+            row.append(f"{np.mean([record['test_error'][i] for i in outside]):.3f} / "
+                       f"{np.mean([record['labelled_positive'][i] for i in outside]):.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def sweep(out: Path = OUT, *, n_train: Sequence[int] = N_TRAIN, probabilities: Sequence[float] = PROBABILITIES,
           draws: int = DRAWS, steps: int = STEPS, n_test: int = N_TEST) -> dict[str, Any]:
     """The full sweep; writes ``out/results.json`` and ``out/report.md`` (atomically)."""
@@ -249,8 +290,10 @@ def sweep(out: Path = OUT, *, n_train: Sequence[int] = N_TRAIN, probabilities: S
     started = time.perf_counter()
     with jax.enable_x64(True):
         cells = [evaluate_cell(n, p, n_test=n_test, draws=draws, steps=steps) for n in n_train for p in probabilities]
+        unconditioned = [evaluate_cell(n, p, n_test=n_test, draws=draws, steps=steps, condition=False)
+                         for n in n_train for p in probabilities]
     results = {"experiment": "wilson", "optimizers": list(OPTIMIZERS), "steps": steps, "draws": draws,
-               "n_test": n_test, "cells": cells,
+               "n_test": n_test, "cells": cells, "unconditioned": unconditioned,
                "versions": {"jaxnets": jaxnets.__version__, "jax": jax.__version__, "numpy": np.__version__},
                "wall_time_s": time.perf_counter() - started}
     atomic_write_json(out / "results.json", results)

@@ -23,18 +23,29 @@ schedule for every arm:
    ``extension_points`` new rates are added beyond that edge, each a factor
    ``extension_factor`` (3) further, and trained as one more population; this
    repeats until the optimum is interior or (upwards) the next value diverges,
-   at most ``max_extensions`` times. The final grid and where the optimum sits
+   at most ``max_extensions`` times. Then (``refine``) rates a factor 2 apart are
+   added between the optimum and its grid neighbours (one more population). The
+   chosen rate is the best mean validation score among the points whose
+   learning-rate neighbours did not *collapse* (:func:`collapsed`: diverged, or at
+   chance on some selection seed): an optimum next to a cliff is not taken, because
+   a rate that works on 3 selection seeds but whose 2x neighbour collapses is a
+   lucky rate, not a robust one. The final grid and where the optimum sits
    (``interior``, ``low_edge``, ``high_edge``) are recorded.
 4. **Seeds.** The chosen setting is retrained on ``seeds`` fresh seeds
    (``0 .. S−1``, disjoint from the selection seeds ``SELECTION_SEED_OFFSET + i``)
    as one population and evaluated on train, validation and test after every
-   ``eval_every`` epochs. Seed s gives the same initialization and the same
+   ``eval_every`` epochs; then at 0.5x and 2x the chosen rate (``sensitivity_factors``,
+   one more population). Seed s gives the same initialization and the same
    data order (``jaxnets.state.run_keys``) in every arm, so arms are paired by seed.
 5. **Statistics** (``jaxnets.stats``). Per arm, over seeds: final and best test
    accuracy, final training loss and accuracy, generalization gap (train minus
    test accuracy), epochs until the training loss first reaches ``target_loss``;
-   each as a mean with a 95% Student-t interval. For each requested pair (a, b):
-   the paired differences a − b with their interval and a paired t-test p-value.
+   each as a mean with a 95% Student-t interval. The **primary family**, declared
+   before any number exists, is every arm minus the SGD arm on final test accuracy
+   (:func:`primary_comparisons`): paired t-test and exact sign-flip permutation
+   p-values, both Holm-adjusted over the family, with Bonferroni intervals. For each
+   requested pair (a, b), exploratory paired differences a − b of the main and
+   secondary quantities (unadjusted).
 
 Everything is returned as one JSON-ready dict (:func:`run_comparison`), written
 atomically by :func:`save_results`; ``jaxnets.report`` turns it into a report.
@@ -101,7 +112,8 @@ REGRESSION_METRICS = ("final_test_loss", "best_test_loss", "final_train_loss", "
                       "generalization_gap", "epochs_to_target")
 
 #: The per-seed quantities compared between paired arms.
-PAIRED_METRICS_CLASSIFICATION = ("final_test_accuracy", "best_test_accuracy", "final_train_loss",
+#: "best test accuracy" is not among them: it peeks at test along the run (an appendix quantity).
+PAIRED_METRICS_CLASSIFICATION = ("final_test_accuracy", "final_train_loss",
                                  "final_train_accuracy", "generalization_gap")
 PAIRED_METRICS_REGRESSION = ("final_test_loss", "final_train_loss", "generalization_gap")
 
@@ -231,13 +243,17 @@ class ComparisonConfig:
       loss: loss name (None: the task's default); l2: L2 penalty on weights.
       pairs: (a, b) arm labels to compare with paired tests; None compares
         ("sgd", "adam") when both are present.
+      refine: after bracketing, add rates a factor 2 apart between the optimum and
+        its grid neighbours (one more population).
+      sensitivity_factors: the chosen rate times each factor is also trained on the
+        evaluation seeds (one more population) and tested; () skips it.
     """
 
     epochs: int = 20
     batch_size: int | None = 100
     schedule: str = "constant"
     seeds: int = 5
-    selection_seeds: int = 1
+    selection_seeds: int = 3
     grid_points: int = 7
     grid_step: float = 10 ** 0.5
     extension_factor: float = 3.0
@@ -249,6 +265,8 @@ class ComparisonConfig:
     loss: str | None = None
     l2: float = 0.0
     pairs: tuple[tuple[str, str], ...] | None = None
+    refine: bool = True
+    sensitivity_factors: tuple[float, ...] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
         for name, minimum in (("seeds", 1), ("selection_seeds", 1), ("grid_points", 1),
@@ -270,6 +288,10 @@ class ComparisonConfig:
             if not all(len(pair) == 2 and pair[0] != pair[1] for pair in pairs):
                 raise _fail("pairs", self.pairs, "(label_a, label_b) tuples of two different labels")
             object.__setattr__(self, "pairs", pairs)
+        factors = tuple(self.sensitivity_factors)
+        if not all(isinstance(f, (int, float)) and f > 0 and f != 1 and math.isfinite(f) for f in factors):
+            raise _fail("sensitivity_factors", self.sensitivity_factors, "finite numbers > 0 other than 1")
+        object.__setattr__(self, "sensitivity_factors", tuple(float(f) for f in factors))
         self.train_config()  # TrainConfig checks epochs, batch_size, eval_every, l2
 
     def train_config(self) -> TrainConfig:
@@ -345,6 +367,40 @@ def _diverged(final_train_loss: float, start_loss: float) -> bool:
     return not math.isfinite(final_train_loss) or final_train_loss >= start_loss
 
 
+#: A final accuracy at most this far above chance (1/K) counts as "at chance level".
+CHANCE_MARGIN = 0.05
+
+
+def collapsed(final_train_loss: float | None, initial_train_loss: float | None,
+              final_accuracies: Sequence[float | None] = (), num_classes: int | None = None) -> bool:
+    """Whether a run collapsed: its loss is non-finite or >= the initial loss, or an accuracy is at chance.
+
+    "At chance" is a final validation or test accuracy <= 1/K + :data:`CHANCE_MARGIN`
+    (K classes): a network that predicts one class everywhere scores about 1/K on
+    balanced data. A missing (None/NaN) accuracy counts as collapsed too; regression
+    runs (``num_classes`` None) are judged by the loss alone.
+
+    Args:
+      final_train_loss: the run's last training loss.
+      initial_train_loss: the same seed's loss at initialization (None: not checked).
+      final_accuracies: final validation and/or test accuracies.
+      num_classes: K, or None for regression.
+
+    Returns:
+      True for a collapsed run.
+
+    >>> collapsed(0.01, 2.3, [0.11, 0.12], 10), collapsed(0.01, 2.3, [0.66], 10), collapsed(2.5, 2.3, [0.6], 10)
+    (True, False, True)
+    """
+    loss = math.nan if final_train_loss is None else float(final_train_loss)
+    if not math.isfinite(loss) or (initial_train_loss is not None and loss >= float(initial_train_loss)):
+        return True
+    if num_classes:
+        chance = 1.0 / num_classes + CHANCE_MARGIN
+        return any(a is None or not math.isfinite(a) or a <= chance for a in final_accuracies)
+    return False
+
+
 def _score_key(score: float, val_loss: float, higher_is_better: bool) -> tuple[float, float]:
     """Sort key, larger is better: the primary score, then the lower validation loss."""
     primary = score if higher_is_better else -score
@@ -384,7 +440,7 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
     >>> model = jn.models.get_model("mlp", output_dim=3, hidden=(8,))
     >>> config = ComparisonConfig(epochs=2, batch_size=32, max_extensions=0)
     >>> selection = select_learning_rate(model, data, Arm("sgd", "sgd", lr_grid=(0.01, 0.1, 1.0)), config)
-    >>> [point["learning_rate"] for point in selection["grid"]], selection["position"] in POSITIONS
+    >>> [p["learning_rate"] for p in selection["grid"] if not p["refined"]], selection["position"] in POSITIONS
     ([0.01, 0.1, 1.0], True)
     """
     if data.num_val == 0:
@@ -450,8 +506,30 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         new_rates = ", ".join(f"{c['learning_rate']:.3g}" for c in pending)
         say(f"{arm.label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
 
-    grid = sorted(({k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
-                                      "diverged")} for c in scored),
+    if config.refine and best is not None:
+        pending = _refinement(best, scored, names)
+        if pending:
+            record = _train_candidates(model, blind, tx, config, pending, seeds, start_losses, metric)
+            record["round"], record["refine"] = len(rounds), True
+            for candidate in record["candidates"]:
+                candidate["refined"] = True
+            rounds.append(record)
+            scored.extend(record["candidates"])
+            say(f"{arm.label}: refined around {best['learning_rate']:.3g} with "
+                + ", ".join(f"{c['learning_rate']:.3g}" for c in pending) + f" ({record['wall_time_s']:.1f} s)")
+    stable = False
+    if best is not None:
+        best, stable = _choose_stable(scored, names, higher)
+        row = _row_of(best, scored, names)
+        index = [c["learning_rate"] for c in row].index(best["learning_rate"])
+        upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
+        if 0 < index < len(row) - 1:
+            position = "interior"
+        else:
+            position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
+    grid = sorted(({**{k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
+                                         "diverged", "collapsed")}, "refined": bool(c.get("refined"))}
+                   for c in scored),
                   key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
     return {
         "metric": metric,
@@ -462,11 +540,65 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         "chosen_score": None if best is None else best["score"],
         "position": position,
         "upper_neighbour_diverged": bool(upper_diverged),
+        "rule": "best mean validation score whose learning-rate neighbours did not collapse",
+        "stable": bool(stable),
         "searched": names,
         "grid": grid,
         "rounds": rounds,
         "wall_time_s": time.perf_counter() - started,
     }
+
+
+def _row_of(candidate: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list:
+    """The candidates sharing ``candidate``'s searched values, by learning rate."""
+    key = _candidate_key(candidate, names)
+    return sorted((c for c in scored if _candidate_key(c, names) == key), key=lambda c: c["learning_rate"])
+
+
+def _refinement(best: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[dict]:
+    """Rates η·2^k (k = ±1, ±2, ...) strictly between the optimum η and its neighbours in its grid row.
+
+    >>> row = [{"learning_rate": lr} for lr in (0.1, 1.0, 3.16)]
+    >>> [c["learning_rate"] for c in _refinement(row[1], row, [])]
+    [0.5, 0.25, 0.125, 2.0]
+    """
+    row = _row_of(best, scored, names)
+    lrs = [c["learning_rate"] for c in row]
+    index = lrs.index(best["learning_rate"])
+    combo = {n: best[n] for n in names}
+    out = []
+    for neighbour, factor in ((lrs[index - 1] if index > 0 else None, 0.5),
+                              (lrs[index + 1] if index + 1 < len(lrs) else None, 2.0)):
+        if neighbour is None:
+            continue
+        rate = best["learning_rate"] * factor
+        # Stop short of the neighbour (5% margin) so no point duplicates it.
+        while min(rate, neighbour) / max(rate, neighbour) < 1 / 1.05 and (rate - neighbour) * (factor - 1) < 0:
+            out.append({"learning_rate": _round_sig(rate), **combo})
+            rate *= factor
+    return out
+
+
+def _choose_stable(scored: Sequence[Mapping[str, Any]], names: Sequence[str], higher: bool) -> tuple[dict, bool]:
+    """The best-scoring candidate whose neighbours in its learning-rate row did not collapse.
+
+    A neighbour is the next smaller or larger rate trained with the same searched values;
+    collapsed means diverged or at chance on some selection seed. Returns ``(candidate,
+    True)``, or the best non-collapsed candidate and False when no candidate qualifies.
+    """
+    bad = lambda c: c["diverged"] or c.get("collapsed", False)  # noqa: E731
+    valid = sorted((c for c in scored if not bad(c)), key=lambda c: _score_key(c["score"], c["val_loss"], higher),
+                   reverse=True)
+    if not valid:
+        valid = sorted((c for c in scored if not c["diverged"]),
+                       key=lambda c: _score_key(c["score"], c["val_loss"], higher), reverse=True)
+    for candidate in valid:
+        row = _row_of(candidate, scored, names)
+        index = row.index(candidate)
+        neighbours = row[max(index - 1, 0):index] + row[index + 1:index + 2]
+        if not any(bad(n) for n in neighbours):
+            return candidate, True
+    return valid[0], False
 
 
 def _product(lists: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
@@ -491,10 +623,14 @@ def _train_candidates(model: nn.Module, blind: Dataset, tx, config: ComparisonCo
         rows = [i for i, (c, _) in enumerate(members) if c is candidate]
         finals = {key: [float(final[key][i]) for i in rows] for key in ("train_loss", metric, "val_loss")}
         diverged = any(_diverged(finals["train_loss"][k], start_losses[members[i][1]]) for k, i in enumerate(rows))
+        flat = [collapsed(finals["train_loss"][k], start_losses[members[i][1]],
+                          [finals[metric][k]] if metric == "val_accuracy" else [], blind.num_classes)
+                for k, i in enumerate(rows)]
         score = float(np.mean(finals[metric])) if not diverged else math.nan
         val_loss = float(np.mean(finals["val_loss"])) if not diverged else math.nan
         out.append({**{k: float(v) for k, v in candidate.items()}, "score": score, "val_loss": val_loss,
                     "final_train_loss": float(np.mean(finals["train_loss"])), "diverged": bool(diverged),
+                    "collapsed": bool(any(flat)),
                     "per_seed": {key: values for key, values in finals.items()}, "members": rows})
     curves = _curves(result)
     # The blind dataset's "test" split is the validation split: drop the duplicate columns.
@@ -589,6 +725,7 @@ def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, f
     hyperparams = {name: [float(value)] * len(seeds) for name, value in setting.items()}
     result = fit_population(model, data, tx, config.train_config(), seeds=seeds, hyperparams=hyperparams)
     curves = _curves(result)
+    initial = _initial_train_loss(model, data, seeds, config)
     say = on_event or (lambda message: None)
     say(f"{arm.label}: {len(seeds)} seeds at learning rate {setting['learning_rate']:.3g} "
         f"({result.wall_time_s:.1f} s)")
@@ -597,11 +734,55 @@ def run_seeds(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, f
         "setting": {k: float(v) for k, v in setting.items()},
         "curves": curves,
         "per_seed": per_seed_metrics(curves, data.task, config.target_loss),
+        "initial_train_loss": initial,
+        "collapsed": _collapsed_seeds(curves, initial, data.num_classes if _is_classification(data) else None),
         "params_sha256": [params_sha256(result.member_state(i).params) for i in range(len(seeds))],
         "num_params": result.num_params,
         "traces": dict(result.traces),
         "wall_time_s": result.wall_time_s,
     }
+
+
+def _collapsed_seeds(curves: Mapping[str, Any], initial: Sequence[float], num_classes: int | None) -> list[bool]:
+    """:func:`collapsed` for every seed of a runs record's curves."""
+    last = {k: v[-1] for k, v in curves.items() if k != "epochs"}
+    keys = [k for k in ("val_accuracy", "test_accuracy") if k in last]
+    return [collapsed(last["train_loss"][s], initial[s], [last[k][s] for k in keys], num_classes)
+            for s in range(len(initial))]
+
+
+def run_sensitivity(model: nn.Module, data: Dataset, arm: Arm, setting: Mapping[str, float],
+                    config: ComparisonConfig, *, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The chosen setting with the learning rate times each of ``config.sensitivity_factors``, on the
+    evaluation seeds, as one population: how much the result rides on the exact rate.
+
+    Returns:
+      ``{"factors", "points": [{"factor", "learning_rate", "per_seed", "summary", "collapsed"}],
+      "wall_time_s"}``.
+    """
+    seeds = list(range(config.seeds))
+    factors = list(config.sensitivity_factors)
+    members = [(f, s) for f in factors for s in seeds]
+    base = float(setting["learning_rate"])
+    tx = _make_tx(arm, base, config, data.num_train)
+    hyperparams = {name: [float(value)] * len(members) for name, value in setting.items()}
+    hyperparams["learning_rate"] = [base * f for f, _ in members]
+    result = fit_population(model, data, tx, config.train_config(), seeds=[s for _, s in members],
+                            hyperparams=hyperparams)
+    curves = _curves(result)
+    initial = _initial_train_loss(model, data, seeds, config)
+    points = []
+    for k, factor in enumerate(factors):
+        columns = slice(k * len(seeds), (k + 1) * len(seeds))
+        part = {key: value if key == "epochs" else [row[columns] for row in value] for key, value in curves.items()}
+        per_seed = per_seed_metrics(part, data.task, config.target_loss)
+        points.append({"factor": factor, "learning_rate": _round_sig(base * factor, 6), "per_seed": per_seed,
+                       "summary": summarize_seeds(per_seed, config.confidence),
+                       "collapsed": _collapsed_seeds(part, initial, data.num_classes if _is_classification(data)
+                                                     else None)})
+    (on_event or (lambda message: None))(
+        f"{arm.label}: sensitivity at x{', x'.join(f'{f:g}' for f in factors)} ({result.wall_time_s:.1f} s)")
+    return {"factors": factors, "points": points, "wall_time_s": result.wall_time_s}
 
 
 def summarize_seeds(per_seed: Mapping[str, Sequence[float]], confidence: float = stats.DEFAULT_CONFIDENCE
@@ -645,16 +826,83 @@ def paired_comparisons(arms: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[
     for a, b in pairs:
         if a not in by_label or b not in by_label:
             continue
-        runs_a, runs_b = by_label[a]["runs"], by_label[b]["runs"]
-        common = [s for s in runs_a["seeds"] if s in runs_b["seeds"]]
-        index_a = [runs_a["seeds"].index(s) for s in common]
-        index_b = [runs_b["seeds"].index(s) for s in common]
         for metric in metrics:
-            values_a = [runs_a["per_seed"][metric][i] for i in index_a]
-            values_b = [runs_b["per_seed"][metric][i] for i in index_b]
-            test = stats.paired_difference(values_a, values_b, confidence)
-            out.append({"a": a, "b": b, "metric": metric, "seeds": common, **test.as_dict()})
+            row = _paired_row(by_label[a]["runs"], by_label[b]["runs"], metric, confidence)
+            out.append({"a": a, "b": b, "metric": metric, **row})
     return out
+
+
+def primary_metric(task: str) -> str:
+    """The quantity of the declared primary family: final test accuracy (final test loss for regression).
+
+    >>> primary_metric("multiclass"), primary_metric("regression")
+    ('final_test_accuracy', 'final_test_loss')
+    """
+    return "final_test_loss" if task == "regression" else "final_test_accuracy"
+
+
+def primary_comparisons(arms: Sequence[Mapping[str, Any]], task: str, reference: str = "sgd",
+                        confidence: float = stats.DEFAULT_CONFIDENCE) -> dict[str, Any] | None:
+    """The declared family of primary comparisons: every arm minus the ``reference`` arm on the primary metric.
+
+    The family is fixed before looking at any number (every arm with seed runs, against
+    SGD), so its m tests are adjusted together: Holm-adjusted p-values of both the paired
+    t-test and the exact sign-flip permutation test, and Bonferroni intervals at level
+    1 − (1 − c)/m (simultaneous: all m cover together with probability >= c; Holm has no
+    matching interval, Bonferroni is the usual conservative companion).
+
+    Args:
+      arms: arm records (``label``, ``runs``) as in :func:`run_comparison`'s output.
+      task: the dataset's task.
+      reference: the label every other arm is compared with.
+      confidence: the family-wise level c.
+
+    Returns:
+      None when the reference arm has no runs; else ``{"reference", "metric", "family_size",
+      "confidence", "adjusted_confidence", "min_permutation_p", "rows"}``, each row an ``a``
+      (the arm), ``b`` (the reference), ``seeds``, the ``jaxnets.stats.PairedTest`` fields,
+      ``holm_p`` (t-test), ``holm_permutation_p`` and ``adjusted_interval`` (low, high).
+
+    >>> arm = lambda label, v: {"label": label, "runs": {"seeds": [0, 1, 2, 3, 4],
+    ...                                                  "per_seed": {"final_test_accuracy": v}}}
+    >>> family = primary_comparisons([arm("sgd", [0.60, 0.62, 0.61, 0.63, 0.60]),
+    ...                               arm("adam", [0.55, 0.58, 0.57, 0.56, 0.55])], "multiclass")
+    >>> row = family["rows"][0]
+    >>> family["family_size"], row["a"], row["permutation_p"], family["min_permutation_p"]
+    (1, 'adam', 0.0625, 0.0625)
+    """
+    by_label = {arm["label"]: arm for arm in arms if arm.get("runs")}
+    if reference not in by_label:
+        return None
+    metric = primary_metric(task)
+    others = [label for label in by_label if label != reference]
+    m = len(others)
+    adjusted_confidence = 1.0 - (1.0 - confidence) / max(m, 1)
+    rows = []
+    for label in others:
+        row = _paired_row(by_label[label]["runs"], by_label[reference]["runs"], metric, confidence)
+        wide = _paired_row(by_label[label]["runs"], by_label[reference]["runs"], metric, adjusted_confidence)
+        rows.append({"a": label, "b": reference, "metric": metric, **row,
+                     "adjusted_interval": {"low": wide["difference"]["low"], "high": wide["difference"]["high"],
+                                           "confidence": adjusted_confidence}})
+    for key, source in (("holm_p", "p_value"), ("holm_permutation_p", "permutation_p")):
+        for row, value in zip(rows, stats.holm([row[source] for row in rows]) if rows else []):
+            row[key] = value
+    n_min = min((row["n"] for row in rows), default=0)
+    return {"reference": reference, "metric": metric, "family_size": m, "confidence": confidence,
+            "adjusted_confidence": adjusted_confidence,
+            "min_permutation_p": stats.min_permutation_p(n_min) if n_min >= 1 else None, "rows": rows}
+
+
+def _paired_row(runs_a: Mapping[str, Any], runs_b: Mapping[str, Any], metric: str,
+                confidence: float) -> dict[str, Any]:
+    """The paired test of one metric between two runs records, seeds matched by value."""
+    common = [s for s in runs_a["seeds"] if s in runs_b["seeds"]]
+    values_a = [runs_a["per_seed"][metric][runs_a["seeds"].index(s)] for s in common]
+    values_b = [runs_b["per_seed"][metric][runs_b["seeds"].index(s)] for s in common]
+    values_a = [math.nan if v is None else v for v in values_a]
+    values_b = [math.nan if v is None else v for v in values_b]
+    return {"seeds": common, **stats.paired_difference(values_a, values_b, confidence).as_dict()}
 
 
 # ----------------------------------------------------------------- the runner
@@ -767,18 +1015,29 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
             record["selection"] = select_learning_rate(model, data, arm, config, start_losses=start_losses,
                                                        on_event=say)
         chosen = record["selection"]["chosen"]
+        twin = next((r for r, a in zip(records, arms) if r["runs"] and a.optimizer == arm.optimizer
+                     and a.hyperparams == arm.hyperparams and r["selection"]["chosen"] == chosen), None)
         if chosen is None:
             say(f"{arm.label}: every learning rate diverged; no seed runs")
             record["runs"], record["summary"] = None, None
+        elif twin is not None:
+            # Same optimizer, hyperparameters and setting: seed s gives the same run bit for bit,
+            # so it is not trained twice; the record says whose runs these are.
+            say(f"{arm.label}: same setting as {twin['label']}; its seed runs are reused")
+            record["runs"] = {**twin["runs"], "shared_with": twin["label"]}
+            record["summary"] = twin["summary"]
         else:
             record["runs"] = run_seeds(model, data, arm, chosen, config, on_event=say)
             record["summary"] = summarize_seeds(record["runs"]["per_seed"], config.confidence)
+            if config.sensitivity_factors:
+                record["runs"]["sensitivity"] = run_sensitivity(model, data, arm, chosen, config, on_event=say)
         records.append(record)
 
     num_params = next((r["runs"]["num_params"] for r in records if r["runs"]), None)
     steps = steps_for(data.num_train, config.batch_size, config.epochs)
     runs = sum(len(rnd["member_seeds"]) for r in records for rnd in r["selection"]["rounds"])
-    runs += sum(len(r["runs"]["seeds"]) for r in records if r["runs"])
+    runs += sum(len(r["runs"]["seeds"]) * (1 + len(config.sensitivity_factors)) for r in records
+                if r["runs"] and "shared_with" not in r["runs"])
     config_record = dataclasses.asdict(config)
     config_record["pairs"] = [list(p) for p in pairs]
     config_record["train_config"] = dataclasses.asdict(config.train_config())
@@ -795,6 +1054,7 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
         "budget": {"steps_per_run": steps, "runs_trained": runs,
                    "examples_per_run": steps * (config.batch_size or data.num_train)},
         "arms": records,
+        "primary": primary_comparisons(records, data.task, confidence=config.confidence),
         "comparisons": paired_comparisons(records, pairs, data.task, config.confidence),
         "extra": dict(extra or {}),
         "wall_time_s": time.perf_counter() - started,
@@ -834,8 +1094,8 @@ def without_timings(results: Any) -> Any:
 
 
 __all__ = [
-    "Arm", "ComparisonConfig", "DEFAULT_LR_CENTRES", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
+    "Arm", "CHANCE_MARGIN", "ComparisonConfig", "DEFAULT_LR_CENTRES", "collapsed", "POSITIONS", "SCHEMA", "SELECTION_SEED_OFFSET",
     "dataset_record", "default_pairs", "environment", "lr_grid", "paired_comparisons",
-    "per_seed_metrics", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
+    "per_seed_metrics", "primary_comparisons", "run_sensitivity", "primary_metric", "run_comparison", "run_seeds", "save_results", "select_learning_rate",
     "selection_metric", "summarize_seeds", "without_timings",
 ]

@@ -102,13 +102,15 @@ def demo_results() -> dict[str, Any]:
                                    "position": "interior", "searched": [], "grid": grid, "rounds": [{}]},
                      "runs": {"seeds": [0, 1, 2], "curves": curves, "per_seed": per_seed},
                      "summary": compare.summarize_seeds(per_seed)})
-    return {"experiment": "demo", "dataset": {"name": "demo", "task": "multiclass", "num_train": 90, "num_val": 10,
+    return {"experiment": "demo", "dataset": {"name": "demo", "task": "multiclass", "num_classes": 3,
+                                              "num_train": 90, "num_val": 10,
                                               "num_test": 30},
             "model": {"name": "mlp", "num_params": 100},
             "config": {"confidence": 0.95, "target_loss": 0.2, "eval_every": 1, "seeds": 3, "epochs": 2,
                        "batch_size": 30, "schedule": "constant", "selection_seeds": 1, "grid_points": 3,
                        "grid_step": 10.0, "extension_factor": 3.0, "max_extensions": 0, "pairs": [["sgd", "adam"]]},
             "budget": {"steps_per_run": 6, "runs_trained": 12}, "arms": arms,
+            "primary": compare.primary_comparisons(arms, "multiclass"),
             "comparisons": compare.paired_comparisons(arms, [("sgd", "adam")], "multiclass"),
             "extra": {}, "wall_time_s": 1.0}
 
@@ -154,11 +156,11 @@ def _classification(results: Mapping[str, Any]) -> bool:
 
 
 def _table_metrics(results: Mapping[str, Any]) -> list[str]:
+    # No "best test" column: it peeks at test along the run (see peek_table, an appendix).
     if _classification(results):
-        metrics = ["final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "final_train_loss",
-                   "generalization_gap"]
+        metrics = ["final_test_accuracy", "final_train_accuracy", "final_train_loss", "generalization_gap"]
     else:
-        metrics = ["final_test_loss", "best_test_loss", "final_train_loss", "generalization_gap"]
+        metrics = ["final_test_loss", "final_train_loss", "generalization_gap"]
     if results["config"].get("target_loss") is not None:
         metrics.append("epochs_to_target")
     return metrics
@@ -195,7 +197,7 @@ def summary_table(results: Mapping[str, Any]) -> str:
       The table as Markdown text.
     
     >>> print(summary_table(demo_results()).splitlines()[2][:60])
-    | `sgd` | sgd | 0.1 (interior) | 3 | 64.7 ± 10.3 | 65.3 ± 7.
+    | `sgd` | sgd | 0.1 (interior) | 3 | 64.7 ± 10.3 | 100.0 ± 0
     """
     metrics = _table_metrics(results)
     level = int(round(100 * results["config"].get("confidence", 0.95)))
@@ -206,7 +208,8 @@ def summary_table(results: Mapping[str, Any]) -> str:
         cells = [f"`{arm['label']}`", arm["optimizer"],
                  f"{_setting_text(selection.get('chosen'))} ({_position_text(selection)})"]
         if arm.get("runs"):
-            cells.append(str(len(arm["runs"]["seeds"])))
+            flags = collapsed_seeds(results, arm)
+            cells.append(str(len(arm["runs"]["seeds"])) + (f" ({sum(flags)} collapsed)" if any(flags) else ""))
             cells += [format_interval(arm["summary"].get(m), m) for m in metrics]
         else:
             cells += ["0", *("diverged" for _ in metrics)]
@@ -216,6 +219,29 @@ def summary_table(results: Mapping[str, Any]) -> str:
     lines.append(f"Mean ± half-width of the {level}% Student-t interval over seeds."
                  + (f" Target training loss: {target:g} (evaluated every {results['config']['eval_every']} "
                     "epochs; (k/S) = reached by k of S seeds)." if target is not None else ""))
+    return "\n".join(lines)
+
+
+PEEK_HEADER = "Appendix: best test accuracy over epochs (peeks at test; not for comparison)"
+
+
+def peek_table(results: Mapping[str, Any]) -> str:
+    """The appendix table of the best test score over evaluated epochs, per arm; no paired tests.
+
+    It is the maximum over epochs of test accuracy (minimum test loss for regression):
+    choosing the epoch by test is optimistic by construction, so it is never compared.
+
+    >>> print(peek_table(demo_results()).splitlines()[0])
+    ### Appendix: best test accuracy over epochs (peeks at test; not for comparison)
+    """
+    metric = "best_test_accuracy" if _classification(results) else "best_test_loss"
+    header = PEEK_HEADER if _classification(results) else PEEK_HEADER.replace("accuracy", "loss")
+    lines = [f"### {header}", "", f"| arm | {_LABELS[metric]} (peeks at test; not for comparison) |", "|---|---|"]
+    for arm in _arms_with_runs(results):
+        lines.append(f"| `{arm['label']}` | {format_interval(arm['summary'].get(metric), metric)} |")
+    lines += ["", "The maximum over evaluated epochs of the test score, i.e. the epoch is picked by looking at "
+                  "test: optimistic by construction, reported only because papers often report it. Nothing is "
+                  "chosen or tested by it."]
     return "\n".join(lines)
 
 
@@ -244,6 +270,53 @@ def comparison_table(results: Mapping[str, Any]) -> str:
                      f"{_num(diff['mean']) * scale:{form}} | {ci} | "
                      f"{t_cell} | {p_cell} | {row['n']} |")
     return "\n".join(lines)
+
+
+def primary_table(results: Mapping[str, Any]) -> str:
+    """The declared primary family: every arm minus SGD on the primary metric, raw and Holm-adjusted.
+
+    Columns: the difference with its 95% interval and its Bonferroni (simultaneous)
+    interval, then the paired t-test p and its Holm adjustment, and the exact sign-flip
+    permutation p and its Holm adjustment. A line under the table gives the family size
+    and the smallest permutation p the seed count allows.
+
+    >>> print(primary_table(demo_results()).splitlines()[2])
+    | `adam` − `sgd` | -1.7 | [-9.7, +6.3] | [-9.7, +6.3] | 0.46 | 0.46 | 0.5 | 0.5 | 3 |
+    """
+    family = results.get("primary")
+    if not family or not family.get("rows"):
+        return "No primary family (it needs an `sgd` arm with seed runs and at least one other arm)."
+    metric = family["metric"]
+    percent = metric in PERCENT_METRICS
+    scale, form = (100.0, "+.1f") if percent else (1.0, "+.3g")
+    level = int(round(100 * family["confidence"]))
+    unit = " (pts)" if percent else ""
+    lines = [f"| arm − `{family['reference']}` | mean difference{unit} | {level}% CI | simultaneous CI "
+             f"(Bonferroni, {100 * family['adjusted_confidence']:.3g}%) | p (t-test) | Holm p (t-test) | "
+             "p (permutation) | Holm p (permutation) | pairs |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in family["rows"]:
+        diff, wide = row["difference"], row["adjusted_interval"]
+        if stats.identical(row):
+            cells = ["identical"] * 4
+        else:
+            cells = [_p_text(_num(row.get(k))) for k in ("p_value", "holm_p", "permutation_p", "holm_permutation_p")]
+        lines.append(f"| `{row['a']}` − `{row['b']}` | {_num(diff['mean']) * scale:{form}} | "
+                     f"{_interval_text(diff.get('low'), diff.get('high'), scale, form)} | "
+                     f"{_interval_text(wide.get('low'), wide.get('high'), scale, form)} | "
+                     + " | ".join(cells) + f" | {row['n']} |")
+    smallest = family.get("min_permutation_p")
+    lines += ["", f"Primary family, declared before the runs: each of the {family['family_size']} other arms minus "
+                  f"`{family['reference']}` on {_LABELS.get(metric, metric)}; Holm adjusts the "
+                  f"{family['family_size']} p-values of each test together. The permutation test flips the signs of "
+                  "the paired per-seed differences (all 2^n patterns: exact, no normality assumed); with "
+                  f"{min(row['n'] for row in family['rows'])} seeds its smallest possible p is "
+                  + (f"{smallest:.3g}" if smallest is not None else "n/a") + "."]
+    return "\n".join(lines)
+
+
+def _interval_text(low: Any, high: Any, scale: float, form: str) -> str:
+    low, high = _num(low), _num(high)
+    return f"[{low * scale:{form}}, {high * scale:{form}}]" if math.isfinite(low) else "n/a"
 
 
 def _t_text(row: Mapping[str, Any]) -> str:
@@ -329,6 +402,173 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: Optimizers Wilson et al. call adaptive.
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop")
+
+#: Family-wise level at which a conclusion says "holds" or "fails".
+ALPHA = 0.05
+
+
+def _primary_rows(results: Mapping[str, Any]) -> dict[str, dict]:
+    family = results.get("primary") or {}
+    return {row["a"]: row for row in family.get("rows") or []}
+
+
+def _decided(row: Mapping[str, Any] | None, alpha: float) -> int:
+    """+1 / −1 when the Holm-adjusted t-test rejects "no difference" (sign of a − SGD), else 0."""
+    if row is None or stats.identical(row) or not _num(row.get("holm_p")) < alpha:
+        return 0
+    return 1 if _num(row["difference"]["mean"]) > 0 else -1
+
+
+def _effect(row: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    """``adam − sgd = −2.5 pts, simultaneous CI [..], Holm p 0.03 (t) / 0.19 (permutation)``."""
+    metric = row["metric"]
+    scale, form, unit = (100.0, "+.1f", " pts") if metric in PERCENT_METRICS else (1.0, "+.3g", "")
+    wide = row["adjusted_interval"]
+    return (f"`{row['a']}` − `{row['b']}` = {_num(row['difference']['mean']) * scale:{form}}{unit}, simultaneous CI "
+            f"{_interval_text(wide.get('low'), wide.get('high'), scale, form)}, Holm p {_p_text(_num(row['holm_p']))} "
+            f"(t-test) / {_p_text(_num(row['holm_permutation_p']))} (permutation), {row['n']} seeds")
+
+
+def _where(results: Mapping[str, Any]) -> str:
+    return (f"{results['dataset']['name']} `{results['model'].get('name')}`, "
+            f"{results['config'].get('schedule', 'constant')} schedule")
+
+
+def _train_loss(results: Mapping[str, Any], label: str) -> float:
+    arm = next((a for a in _arms_with_runs(results) if a["label"] == label), None)
+    return _num(arm["summary"]["final_train_loss"]["mean"]) if arm else math.nan
+
+
+def _wilson_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:
+    arms = [a for a in _arms_with_runs(results) if a["optimizer"] in ADAPTIVE_OPTIMIZERS
+            and a["selection"].get("position") != "fixed" and "eps" not in (a.get("search") or {})
+            and a["label"] in rows]
+    if not arms:
+        return None
+    parts = []
+    sgd_loss = _train_loss(results, "sgd")
+    for arm in arms:
+        row, loss = rows[arm["label"]], _train_loss(results, arm["label"])
+        sign = _decided(row, alpha)
+        loss_text = f"final training loss {loss:.3g} vs SGD {sgd_loss:.3g}"
+        if sign < 0 and loss <= sgd_loss:
+            verdict = "holds"
+        elif sign < 0:
+            verdict = "fails (worse, but at a higher training loss than SGD)"
+        elif sign > 0:
+            verdict = "fails (better than SGD)"
+        else:
+            verdict = "not detected"
+        parts.append(f"{verdict} for `{arm['label']}` ({_effect(row, results)}; {loss_text})")
+    return ("**Wilson et al. 2017** (adaptive methods generalize worse than SGD at an equal or lower training "
+            f"loss), {_where(results)}: " + "; ".join(parts) + ".")
+
+
+def _closes_gap_line(results: Mapping[str, Any], rows: Mapping[str, dict], label: str, source: str,
+                     claim: str, alpha: float) -> str | None:
+    """Choi et al. / Loshchilov & Hutter: does arm ``label`` close Adam's gap to SGD?"""
+    if label not in rows:
+        return None
+    own, adam = rows[label], rows.get("adam")
+    if _decided(own, alpha) < 0:
+        verdict = "fails (the gap to SGD remains)"
+    elif adam is not None and _decided(adam, alpha) < 0:
+        verdict = "holds (Adam's gap to SGD is detected, this arm's is not)"
+    else:
+        verdict = "not detected (no gap between Adam and SGD to close here)"
+    adam_text = f"; {_effect(adam, results)}" if adam is not None else ""
+    return f"**{source}** ({claim}), {_where(results)}: {verdict} ({_effect(own, results)}{adam_text})."
+
+
+def _zhou_line(zhou: Mapping[str, Any], alpha: float) -> str:
+    last = zhou["sgd_minus_adam"][-1]
+    tests = [last["alpha"], last["top_eigenvalue"]]
+    adjusted = stats.holm([_num(t.get("p_value")) for t in tests])
+    signs = [0 if stats.identical(t) or not p < alpha else (1 if _num(t["difference"]["mean"]) > 0 else -1)
+             for t, p in zip(tests, adjusted)]
+    if signs == [-1, -1]:
+        verdict = "holds"
+    elif 1 in signs:
+        verdict = "fails (" + " and ".join(w for w, s in zip(("Adam's noise heavier-tailed", "Adam flatter"), signs)
+                                           if s > 0) + ")"
+    else:
+        verdict = "not detected"
+    text = ", ".join(f"{name} SGD − Adam = {_num(t['difference']['mean']):+.3g} (Holm p {_p_text(p)})"
+                     for name, t, p in zip(("tail index α", "top Hessian eigenvalue"), tests, adjusted))
+    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), MNIST-1D `mlp` "
+            f"after {last['epochs']} epochs: {verdict} ({text}).")
+
+
+def _best_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:
+    arms = _arms_with_runs(results)
+    if not arms:
+        return None
+    metric = compare_metric = "final_test_accuracy" if _classification(results) else "final_test_loss"
+    sign = 1.0 if _classification(results) else -1.0
+    best = max(arms, key=lambda a: sign * _num(a["summary"][metric]["mean"])
+               if math.isfinite(_num(a["summary"][metric]["mean"])) else -math.inf)
+    value = _num(best["summary"][metric]["mean"])
+    same = [a["label"] for a in arms if _num(a["summary"][metric]["mean"]) == value]
+    names = " = ".join(f"`{label}`" for label in same)
+    text = f"**Best arm overall** ({_where(results)}): {names}, {format_interval(best['summary'][compare_metric], metric)}"
+    text += " %" if metric in PERCENT_METRICS else ""
+    row = rows.get(best["label"])
+    if best["label"] == "sgd" or "sgd" in same:
+        return text + " (it is SGD)."
+    if row is None:
+        return text + "."
+    word = {1: "better than", -1: "worse than", 0: "not detectably different from"}[_decided(row, alpha)]
+    return text + f"; {word} SGD ({_effect(row, results)})."
+
+
+def conclusions(results: Mapping[str, Any], *, zhou: Mapping[str, Any] | None = None,
+                alpha: float = ALPHA) -> list[str]:
+    """One generated sentence per published claim under test, and the best arm overall.
+
+    A claim *holds* or *fails* only when the Holm-adjusted paired t-test of the primary
+    family (``results["primary"]``, every arm vs SGD) rejects at family-wise level
+    ``alpha``; otherwise the effect is *not detected*. The exact permutation p is printed
+    beside it (with 5 seeds it cannot go below 0.0625). Claims:
+
+    * Wilson et al. 2017, for every tuned adaptive arm (adam, adamw, adagrad, rmsprop):
+      holds if the arm is worse than SGD at a mean final training loss <= SGD's;
+    * Choi et al. 2019 (``adam_eps`` arm) and Loshchilov & Hutter 2019 (``adamw`` arm):
+      holds if Adam's gap to SGD is detected and the arm's is not; fails if the arm's gap
+      remains; not detected if Adam shows no gap;
+    * Zhou et al. 2020 (only with ``zhou``, the ``--zhou`` results): holds if SGD's tail
+      index and top Hessian eigenvalue are both smaller than Adam's (Holm over the two);
+    * the best arm by mean primary metric, whatever it is, against SGD.
+
+    Returns:
+      The sentences (Markdown), claims without their arm left out.
+
+    >>> conclusions(demo_results())[0][:62]
+    '**Wilson et al. 2017** (adaptive methods generalize worse than'
+    >>> "not detected for `adam`" in conclusions(demo_results())[0]
+    True
+    """
+    rows = _primary_rows(results)
+    lines = [_wilson_line(results, rows, alpha),
+             _closes_gap_line(results, rows, "adam_eps", "Choi et al. 2019", "a tuned ε closes Adam's gap to SGD",
+                              alpha),
+             _closes_gap_line(results, rows, "adamw", "Loshchilov & Hutter 2019",
+                              "decoupled weight decay closes Adam's gap to SGD", alpha),
+             _zhou_line(zhou, alpha) if zhou else None,
+             _best_line(results, rows, alpha)]
+    return [line for line in lines if line]
+
+
+def conclusions_section(results: Mapping[str, Any], *, zhou: Mapping[str, Any] | None = None) -> str:
+    """The "Conclusions" bullets with the rule they follow, for the top of a report or docs block."""
+    lines = [f"- {line}" for line in conclusions(results, zhou=zhou)] or ["- (nothing to conclude: no seed runs)"]
+    lines += ["", f"Generated from the numbers: *holds* / *fails* only where the Holm-adjusted paired t-test of the "
+                  f"primary family (each arm vs SGD, final test accuracy) rejects at family-wise level {ALPHA}; "
+                  "*not detected* otherwise. Simultaneous intervals are Bonferroni intervals over the family."]
+    return "\n".join(lines)
+
+
 def selection_table(results: Mapping[str, Any]) -> str:
     """Every arm's final learning-rate grid with its validation scores; the chosen point in bold.
     >>> selection_table(demo_results()).splitlines()[2]
@@ -350,6 +590,8 @@ def selection_table(results: Mapping[str, Any]) -> str:
         for point in grid:
             text = _setting_text({k: point[k] for k in names}) + ": "
             text += "diverged" if point["diverged"] else f"{_format_score(point['score'], metric)}"
+            text += " (collapsed)" if point.get("collapsed") and not point["diverged"] else ""
+            text += " (refined)" if point.get("refined") else ""
             if chosen and all(math.isclose(_num(point[k]), _num(v)) for k, v in chosen.items()):
                 text = f"**{text}**"
             cells.append(text)
@@ -357,7 +599,46 @@ def selection_table(results: Mapping[str, Any]) -> str:
         lines.append(f"- `{arm['label']}` ({rounds} population{'s' if rounds != 1 else ''}, position: "
                      f"{_position_text(selection)}): " + "; ".join(cells))
     what = "validation accuracy (%)" if metric == "val_accuracy" else "validation loss"
-    return f"Final {what} of every grid point, mean over the selection seeds:\n\n" + "\n".join(lines)
+    unstable = [a["label"] for a in results["arms"] if a["selection"].get("stable") is False]
+    rule = ("Rule: the best mean validation score among the points whose learning-rate neighbours did not collapse "
+            "(after factor-2 refinement around the coarse optimum)."
+            + (f" No such point for {', '.join(unstable)}: the best non-collapsed point was taken." if unstable else ""))
+    return f"Final {what} of every grid point, mean over the selection seeds:\n\n" + "\n".join(lines) + "\n\n" + rule
+
+
+def sensitivity_table(results: Mapping[str, Any]) -> str:
+    """Test score of every arm's seed runs at the chosen rate and at each sensitivity factor (0.5x, 2x).
+
+    >>> sensitivity_table(demo_results())
+    ''
+    """
+    arms = [a for a in _arms_with_runs(results) if a["runs"].get("sensitivity")]
+    if not arms:
+        return ""
+    metric = primary_metric_of(results)
+    factors = arms[0]["runs"]["sensitivity"]["factors"]
+    columns = sorted([*factors, 1.0])
+    lines = ["| arm | " + " | ".join(f"{_LABELS[metric]} at {f:g}x" + (" (chosen)" if f == 1.0 else "")
+                                     for f in columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm in arms:
+        points = {p["factor"]: p for p in arm["runs"]["sensitivity"]["points"]}
+        cells = []
+        for factor in columns:
+            if factor == 1.0:
+                summary, flags = arm["summary"][metric], collapsed_seeds(results, arm)
+                rate = arm["selection"]["chosen"]["learning_rate"]
+            else:
+                point = points.get(factor)
+                if point is None:
+                    cells.append("—")
+                    continue
+                summary, flags, rate = point["summary"][metric], point.get("collapsed") or [], point["learning_rate"]
+            cells.append(f"{format_interval(summary, metric)} @ {_num(rate):.3g}"
+                         + (f" ({sum(flags)} collapsed)" if any(flags) else ""))
+        lines.append(f"| `{arm['label']}` | " + " | ".join(cells) + " |")
+    lines += ["", "The chosen setting retrained on the evaluation seeds at other learning rates (one population): "
+                  "a result that rides on an edge-of-stability rate drops sharply at 2x."]
+    return "\n".join(lines)
 
 
 def _format_score(score: Any, metric: str | None) -> str:
@@ -433,16 +714,67 @@ def published_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _band(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pointwise mean and t-interval over seeds of an (E, S) array (NaN-aware)."""
-    mean = np.nanmean(values, axis=1)
-    n = np.sum(np.isfinite(values), axis=1)
-    std = np.nanstd(values, axis=1, ddof=1) if values.shape[1] > 1 else np.zeros_like(mean)
-    half = np.zeros_like(mean)
-    for i, count in enumerate(n):
-        if count > 1 and np.isfinite(std[i]):
-            half[i] = stats.t_quantile((1 + confidence) / 2, int(count) - 1) * std[i] / math.sqrt(count)
-    return mean, mean - half, mean + half
+def arm_groups(results: Mapping[str, Any]) -> list[tuple[str, list[dict]]]:
+    """Arms with seed runs, grouped when their runs are identical; each group is drawn once under all its names.
+
+    Two arms are identical when every seed's final parameters have the same SHA-256
+    (``runs.params_sha256``) or, for records without hashes, the same curves.
+
+    Returns:
+      ``[(name, arms)]`` in the arms' order, ``name`` like ``"adam = adam_recipe"``.
+
+    >>> results = demo_results()
+    >>> results["arms"].append({**results["arms"][1], "label": "adam_recipe"})
+    >>> [name for name, _ in arm_groups(results)]
+    ['sgd', 'adam = adam_recipe']
+    """
+    groups: list[tuple[str, list[dict]]] = []
+    for arm in _arms_with_runs(results):
+        key = arm["runs"].get("params_sha256") or json.dumps(arm["runs"]["curves"], sort_keys=True)
+        for index, (name, members) in enumerate(groups):
+            first = members[0]["runs"]
+            if (first.get("params_sha256") or json.dumps(first["curves"], sort_keys=True)) == key:
+                members.append(arm)
+                groups[index] = (f"{name} = {arm['label']}", members)
+                break
+        else:
+            groups.append((arm["label"], [arm]))
+    return groups
+
+
+def collapsed_seeds(results: Mapping[str, Any], arm: Mapping[str, Any]) -> list[bool]:
+    """Which seeds of an arm collapsed (``jaxnets.compare.collapsed``): stored flags, else from the curves.
+
+    >>> collapsed_seeds(demo_results(), demo_results()["arms"][0])
+    [False, False, False]
+    """
+    from jaxnets import compare
+
+    runs = arm["runs"]
+    if runs.get("collapsed") is not None:
+        return [bool(v) for v in runs["collapsed"]]
+    if "curves" not in runs:
+        return [False] * len(runs["seeds"])
+    last = {k: v[-1] for k, v in runs["curves"].items() if k != "epochs"}
+    initial = runs.get("initial_train_loss") or [None] * len(runs["seeds"])
+    keys = [k for k in ("val_accuracy", "test_accuracy") if k in last]
+    classes = results["dataset"].get("num_classes") if _classification(results) else None
+    return [compare.collapsed(last["train_loss"][s], initial[s], [last[k][s] for k in keys], classes)
+            for s in range(len(runs["seeds"]))]
+
+
+def _quartiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise median and interquartile range over seeds of an (E, S) array (NaN-aware)."""
+    if values.shape[1] == 0 or not np.isfinite(values).any():
+        nan = np.full(values.shape[0], np.nan)
+        return nan, nan, nan
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch where every seed is NaN
+            low, mid, high = np.nanpercentile(values, [25, 50, 75], axis=1)
+    return mid, low, high
 
 
 def _column(curves: Mapping[str, Any], key: str) -> np.ndarray:
@@ -465,12 +797,17 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: ``gid`` of every artist that marks a collapsed run (tests look for it).
+COLLAPSED_GID = "collapsed"
+
+
 def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """``curves.png``: training loss (log scale) and test accuracy (or loss) against epochs.
 
-    One colour per arm: the mean over seeds and a band of the pointwise 95% t-interval;
-    for the training loss both are taken on log10(loss) (geometric mean, multiplicative band).
-    
+    One colour per group of identical arms (:func:`arm_groups`, drawn once under all
+    its names): the median over the seeds that did not collapse and their interquartile
+    band; every collapsed seed (:func:`collapsed_seeds`) as its own dashed line ending in ×.
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     plot_curves(demo_results(), Path(out) / "curves.png").name
@@ -478,32 +815,36 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     plt = _pyplot()
     classification = _classification(results)
-    confidence = results["config"].get("confidence", 0.95)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     right_key = "test_accuracy" if classification else "test_loss"
-    for index, arm in enumerate(_arms_with_runs(results)):
-        curves = arm["runs"]["curves"]
+    any_collapsed = False
+    for index, (name, members) in enumerate(arm_groups(results)):
+        curves = members[0]["runs"]["curves"]
         epochs = np.asarray(curves["epochs"], np.float64)
         color = f"C{index % 10}"
+        bad = np.asarray(collapsed_seeds(results, members[0]), bool)
+        any_collapsed |= bool(bad.any())
         for ax, key in ((axes[0], "train_loss"), (axes[1], right_key)):
-            values = _column(curves, key)
-            if key == "train_loss":
-                # Losses span decades: average log10(loss) (a geometric mean) so the band fits a log axis.
-                values = np.log10(np.maximum(values, np.finfo(np.float64).tiny))
-            mean, low, high = _band(values * (100.0 if key == "test_accuracy" else 1.0), confidence)
-            if key == "train_loss":
-                mean, low, high = 10 ** mean, 10 ** low, 10 ** high
-            ax.plot(epochs, mean, color=color, label=arm["label"], lw=1.5)
+            values = _column(curves, key) * (100.0 if key == "test_accuracy" else 1.0)
+            mid, low, high = _quartiles(values[:, ~bad])
+            label = name + (f" ({int(bad.sum())} collapsed)" if bad.any() else "")
+            ax.plot(epochs, mid, color=color, label=label, lw=1.5)
             ax.fill_between(epochs, low, high, color=color, alpha=0.2, lw=0)
+            for s in np.flatnonzero(bad):
+                ax.plot(epochs, values[:, s], color=color, lw=0.8, ls="--", gid=COLLAPSED_GID)
+                finite = np.flatnonzero(np.isfinite(values[:, s]))
+                if finite.size:
+                    ax.plot(epochs[finite[-1]], values[finite[-1], s], "x", color=color, ms=8, mew=2,
+                            gid=COLLAPSED_GID)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("training loss, whole training split (geometric mean)")
+    axes[0].set_ylabel("training loss, whole training split")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("test accuracy (%)" if classification else "test loss")
     axes[0].legend(fontsize=8)
     seeds = results["config"]["seeds"]
-    fig.suptitle(f"{results['experiment']}: mean over {seeds} seeds, band = pointwise "
-                 f"{int(round(confidence * 100))}% CI", fontsize=10)
+    fig.suptitle(f"{results['experiment']}: median over {seeds} seeds, band = interquartile range"
+                 + ("; collapsed seeds dashed, ending in ×" if any_collapsed else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     _save_figure(fig, path)
@@ -511,9 +852,62 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def _chosen_row(selection: Mapping[str, Any]) -> list[dict]:
+    """The grid points that share the chosen values of the searched hyperparameters, by learning rate."""
+    grid = selection.get("grid") or []
+    chosen = selection.get("chosen") or {}
+    names = selection.get("searched") or []
+    row = [p for p in grid if all(math.isclose(_num(p[k]), _num(chosen.get(k, p[k]))) for k in names)]
+    return sorted(row, key=lambda p: p["learning_rate"])
+
+
+def _draw_sensitivity(ax, results: Mapping[str, Any], *, with_test: bool) -> str | None:
+    """Validation score against learning rate per arm (★ chosen, × collapsed), test at 0.5x/1x/2x if asked."""
+    metric = None
+    for index, arm in enumerate(results["arms"]):
+        selection = arm["selection"]
+        row = _chosen_row(selection)
+        if not row:
+            continue
+        metric = selection["metric"]
+        scale = 100.0 if metric == "val_accuracy" else 1.0
+        lrs = np.asarray([p["learning_rate"] for p in row], np.float64)
+        score = np.asarray([_num(p["score"]) for p in row]) * scale
+        color = f"C{index % 10}"
+        ax.plot(lrs, score, "-o", color=color, ms=3, label=arm["label"])
+        bad = np.asarray([bool(p.get("collapsed", p["diverged"])) for p in row])
+        if bad.any():
+            bottom = np.nanmin(score) if np.isfinite(score).any() else 0.0
+            shown = np.where(np.isfinite(score), score, bottom)
+            ax.plot(lrs[bad], shown[bad], "x", color=color, ms=8, mew=2, gid=COLLAPSED_GID)
+        chosen = selection.get("chosen") or {}
+        at = np.flatnonzero(np.isclose(lrs, chosen.get("learning_rate", np.nan)))
+        if at.size:
+            ax.plot(lrs[at], score[at], "*", color=color, ms=12)
+        sensitivity = (arm.get("runs") or {}).get("sensitivity") if with_test else None
+        if sensitivity:
+            key = primary_metric_of(results)
+            points = [(p["learning_rate"], p["summary"][key]["mean"], p.get("collapsed") or [])
+                      for p in sensitivity["points"]]
+            points.append((chosen["learning_rate"], arm["summary"][key]["mean"], collapsed_seeds(results, arm)))
+            points.sort()
+            ax.plot([p[0] for p in points], [_num(p[1]) * scale for p in points], ":s", color=color, mfc="none", ms=5)
+            for lr, mean, flags in points:
+                if any(flags):
+                    ax.plot(lr, _num(mean) * scale, "x", color=color, ms=8, mew=2, gid=COLLAPSED_GID)
+    ax.set_xscale("log")
+    return metric
+
+
+def primary_metric_of(results: Mapping[str, Any]) -> str:
+    """``final_test_accuracy``, or ``final_test_loss`` for regression."""
+    return "final_test_accuracy" if _classification(results) else "final_test_loss"
+
+
 def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """``summary.png``: final test accuracy with CIs per arm (train accuracy beside it), and the
-    learning-rate sensitivity curve (validation score against learning rate) of every arm.
+    """``summary.png``: final test accuracy per group of identical arms (median, quartiles, every seed; ×
+    collapsed seeds; train accuracy □), and the learning-rate sensitivity of every arm (× collapsed points).
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     plot_summary(demo_results(), Path(out) / "summary.png").stat().st_size > 1000
@@ -522,53 +916,28 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     plt = _pyplot()
     classification = _classification(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    arms = results["arms"]
-    key_test = "final_test_accuracy" if classification else "final_test_loss"
+    key_test = primary_metric_of(results)
     key_train = "final_train_accuracy" if classification else "final_train_loss"
     scale = 100.0 if classification else 1.0
-    ys = np.arange(len(arms))
-    for y, arm in zip(ys, arms):
-        color = f"C{list(arms).index(arm) % 10}"
-        if not arm.get("runs"):
-            continue
-        test = arm["summary"][key_test]
-        half = _num(test.get("half_width"))
-        axes[0].errorbar(_num(test["mean"]) * scale, y, xerr=half * scale if math.isfinite(half) else None,
-                         fmt="o", color=color, capsize=4)
+    groups = arm_groups(results)
+    for y, (name, members) in enumerate(groups):
+        arm, color = members[0], f"C{y % 10}"
         values = np.asarray([_num(v) for v in arm["runs"]["per_seed"][key_test]]) * scale
-        axes[0].plot(values, np.full(values.shape, y + 0.15), ".", color=color, alpha=0.5, ms=4)
-        train = arm["summary"][key_train]
-        axes[0].plot(_num(train["mean"]) * scale, y, marker="s", mfc="none", color=color, ms=7)
-    axes[0].set_yticks(ys, [arm["label"] for arm in arms])
+        bad = np.asarray(collapsed_seeds(results, arm), bool)
+        mid, low, high = (np.nanpercentile(values, q) if np.isfinite(values).any() else np.nan for q in (50, 25, 75))
+        axes[0].plot([low, high], [y, y], color=color, lw=3, alpha=0.5)
+        axes[0].plot(mid, y, "o", color=color)
+        axes[0].plot(values[~bad], np.full((~bad).sum(), y + 0.15), ".", color=color, alpha=0.6, ms=4)
+        if bad.any():
+            axes[0].plot(np.nan_to_num(values[bad]), np.full(bad.sum(), y + 0.15), "x", color=color, ms=8, mew=2,
+                         gid=COLLAPSED_GID)
+        axes[0].plot(_num(arm["summary"][key_train]["mean"]) * scale, y, marker="s", mfc="none", color=color, ms=7)
+    axes[0].set_yticks(range(len(groups)), [name for name, _ in groups])
     axes[0].invert_yaxis()
     axes[0].set_xlabel(("final accuracy (%)" if classification else "final loss")
-                       + ": test ● mean ± CI, · seeds; train □")
-    metric = None
-    for index, arm in enumerate(arms):
-        selection = arm["selection"]
-        grid = selection.get("grid") or []
-        if not grid:
-            continue
-        metric = selection["metric"]
-        chosen = selection.get("chosen") or {}
-        others = [k for k in grid[0] if k not in ("learning_rate", "score", "val_loss", "final_train_loss",
-                                                   "diverged")]
-        row = [p for p in grid if all(math.isclose(_num(p[k]), _num(chosen.get(k, p[k]))) for k in others)]
-        row.sort(key=lambda p: p["learning_rate"])
-        lrs = np.asarray([p["learning_rate"] for p in row], np.float64)
-        score = np.asarray([_num(p["score"]) for p in row]) * (100.0 if metric == "val_accuracy" else 1.0)
-        color = f"C{index % 10}"
-        axes[1].plot(lrs, score, "-o", color=color, ms=3, label=arm["label"])
-        diverged = np.asarray([p["diverged"] for p in row])
-        if diverged.any():
-            bottom = np.nanmin(score) if np.isfinite(score).any() else 0.0
-            axes[1].plot(lrs[diverged], np.full(diverged.sum(), bottom), "x", color=color)
-        if chosen:
-            at = np.flatnonzero(np.isclose(lrs, chosen["learning_rate"]))
-            if at.size:
-                axes[1].plot(lrs[at], score[at], "*", color=color, ms=12)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("learning rate (★ chosen, × diverged)")
+                       + ": test ● median, bar quartiles, · seeds, × collapsed; train □ mean")
+    metric = _draw_sensitivity(axes[1], results, with_test=False)
+    axes[1].set_xlabel("learning rate (★ chosen, × collapsed)")
     axes[1].set_ylabel("validation accuracy (%)" if metric == "val_accuracy" else "validation loss")
     if metric is not None:
         axes[1].legend(fontsize=8)
@@ -577,6 +946,31 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     _save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_sensitivity(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``sensitivity.png``: per arm, validation score against learning rate over the final grid (refined
+    points included; ★ chosen, × collapsed) and the test score of the seed runs at 0.5x, 1x and 2x the
+    chosen rate (□ dotted, × where a seed collapsed).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     plot_sensitivity(demo_results(), Path(out) / "sensitivity.png").name
+    'sensitivity.png'
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    metric = _draw_sensitivity(ax, results, with_test=True)
+    ax.set_xlabel("learning rate (★ chosen, × collapsed; □ test of the seed runs at 0.5x, 1x, 2x)")
+    ax.set_ylabel(("accuracy (%)" if metric == "val_accuracy" else "loss") + ": validation (selection) ● / test □")
+    if metric is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
 
 
 def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", summary: str = "summary.png") -> str:
@@ -619,11 +1013,20 @@ def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", s
     ]
     if extra.get("budget_note"):
         lines.append(f"- {extra['budget_note']}")
+    lines[4:4] = ["## Conclusions", "", conclusions_section(results, zhou=extra.get("zhou")), ""]
     lines += ["", "## Results", "", summary_table(results), "", "## Verdicts", ""]
     lines += [f"- {sentence}" for sentence in verdicts(results)] or ["- (no pairs compared)"]
-    lines += ["", "## Paired differences", "", comparison_table(results), "",
+    lines += ["", "## Primary comparisons (each arm vs SGD, multiplicity-adjusted)", "", primary_table(results), "",
+              "## Exploratory paired differences", "",
+              "Pairs chosen for context and secondary quantities (training loss, accuracy, gap): unadjusted "
+              "p-values, not part of the primary family; read them as descriptive.", "",
+              comparison_table(results), "",
               f"![training curves]({curves})", "", f"![summary]({summary})", "",
+              "![learning-rate sensitivity](sensitivity.png)", "",
               "## Learning-rate selection", "", selection_table(results)]
+    sensitivity = sensitivity_table(results)
+    if sensitivity:
+        lines += ["", "### Sensitivity to the learning rate", "", sensitivity]
     edges = [arm["label"] for arm in results["arms"] if arm["selection"].get("position") in ("low_edge", "high_edge")]
     if edges:
         lines += ["", f"**Warning**: the chosen learning rate is still on the edge of its grid for "
@@ -634,6 +1037,7 @@ def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", s
     notes = extra.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    lines += ["", "## Appendix", "", peek_table(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -645,12 +1049,12 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
       results: the results dict; None reads ``out_dir/results.json``.
 
     Returns:
-      ``{"report": ..., "curves": ..., "summary": ...}`` paths.
+      ``{"report": ..., "curves": ..., "summary": ..., "sensitivity": ...}`` paths.
     
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as out:
     ...     sorted(path.name for path in write_report(out, demo_results()).values())
-    ['curves.png', 'report.md', 'summary.png']
+    ['curves.png', 'report.md', 'sensitivity.png', 'summary.png']
     """
     out = Path(out_dir)
     if results is None:
@@ -662,6 +1066,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
         results = json.loads(json.dumps(to_jsonable(results)))
     paths = {"curves": plot_curves(results, out / "curves.png"),
              "summary": plot_summary(results, out / "summary.png"),
+             "sensitivity": plot_sensitivity(results, out / "sensitivity.png"),
              "report": out / "report.md"}
     atomic_write_text(paths["report"], render_markdown(results))
     return paths
@@ -669,6 +1074,6 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
 
 __all__ = [
     "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
-    "plot_summary",
+    "plot_summary", "plot_sensitivity", "sensitivity_table", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
     "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
 ]

@@ -59,7 +59,7 @@ def test_runner_writes_results_report_and_figures(tiny_run):
         assert arm["runs"]["seeds"] == [0, 1, 2]
         assert arm["runs"]["curves"]["epochs"] == [2, 4] and len(arm["runs"]["params_sha256"]) == 3
         assert arm["selection"]["seeds"] == [compare.SELECTION_SEED_OFFSET]
-        assert len(arm["selection"]["grid"]) == 3
+        assert len([p for p in arm["selection"]["grid"] if not p["refined"]]) == 3   # plus refined points
     for name in ("curves.png", "summary.png"):
         image = matplotlib.image.imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 100
@@ -202,3 +202,157 @@ def test_identical_arms_print_identical_not_nan(tmp_path):
     sentence = report.verdicts(loaded)[0]
     assert sentence == ("**adam vs adam_recipe**: identical final test accuracy on every seed (3 seeds); "
                         "identical final training losses."), sentence
+
+
+# ------------------------------------------------------------------ conclusions from hand-made results
+
+
+def claim_results(test_acc, train_loss=None, optimizers=None):
+    """A results dict from per-seed values typed here: label -> 5 final test accuracies (and train losses)."""
+    from jaxnets import stats
+
+    results = report.demo_results()
+    arms = []
+    for label, values in test_acc.items():
+        losses = (train_loss or {}).get(label, [0.01] * 5)
+        per_seed = {"final_test_accuracy": values, "final_train_loss": losses}
+        arms.append({"label": label, "optimizer": (optimizers or {}).get(label, label.split("_")[0]),
+                     "selection": {"position": "interior", "chosen": {"learning_rate": 0.1}},
+                     "search": {"eps": [1e-8, 1.0]} if label == "adam_eps" else {},
+                     "runs": {"seeds": [0, 1, 2, 3, 4], "per_seed": per_seed},
+                     "summary": {k: stats.mean_ci(v).as_dict() for k, v in per_seed.items()}})
+    results["arms"] = arms
+    results["primary"] = compare.primary_comparisons(arms, "multiclass")
+    return results
+
+
+SGD = [0.670, 0.660, 0.680, 0.675, 0.665]
+WORSE = [v - 0.05 + 0.002 * i for i, v in enumerate(SGD)]      # 4-5 points below SGD on every seed
+BETTER = [v + 0.05 - 0.002 * i for i, v in enumerate(SGD)]
+NOISY = [v + d for v, d in zip(SGD, (0.03, -0.04, 0.02, -0.01, 0.0))]
+
+
+def test_conclusion_wilson_holds_fails_and_not_detected():
+    low, high = [1e-5] * 5, [1.0] * 5
+    holds = report.conclusions(claim_results({"sgd": SGD, "adam": WORSE}, {"sgd": [1e-3] * 5, "adam": low}))
+    assert holds[0].startswith("**Wilson et al. 2017**") and "holds for `adam`" in holds[0]
+    assert "demo `mlp`, constant schedule" in holds[0] and "Holm p" in holds[0] and "(permutation)" in holds[0]
+    higher = report.conclusions(claim_results({"sgd": SGD, "adam": WORSE}, {"sgd": [1e-3] * 5, "adam": high}))
+    assert "fails (worse, but at a higher training loss than SGD) for `adam`" in higher[0]
+    better = report.conclusions(claim_results({"sgd": SGD, "adagrad": BETTER}))
+    assert "fails (better than SGD) for `adagrad`" in better[0]
+    assert better[-1].startswith("**Best arm overall**") and "`adagrad`" in better[-1] and "better than SGD" in better[-1]
+    unclear = report.conclusions(claim_results({"sgd": SGD, "adam": NOISY}))
+    assert "not detected for `adam`" in unclear[0]
+
+
+def test_conclusion_choi_and_loshchilov_only_when_their_arm_ran():
+    without = report.conclusions(claim_results({"sgd": SGD, "adam": WORSE}))
+    assert not any("Choi" in line or "Loshchilov" in line for line in without)
+    closes = report.conclusions(claim_results({"sgd": SGD, "adam": WORSE, "adam_eps": NOISY, "adamw": WORSE},
+                                              optimizers={"adam_eps": "adam"}))
+    choi = next(line for line in closes if line.startswith("**Choi et al. 2019**"))
+    loshchilov = next(line for line in closes if line.startswith("**Loshchilov & Hutter 2019**"))
+    assert ": holds (" in choi and "fails (the gap to SGD remains)" in loshchilov
+    assert not any("`adam_eps`" in part for part in closes[0].split(";")[:1])   # adam_eps is not a Wilson arm
+    nothing = report.conclusions(claim_results({"sgd": SGD, "adam": NOISY, "adam_eps": NOISY}))
+    assert any(line.startswith("**Choi et al. 2019**") and "not detected" in line for line in nothing)
+
+
+def test_conclusion_zhou_only_with_its_results_and_best_arm_identical_names():
+    from jaxnets import stats
+
+    results = claim_results({"sgd": SGD, "adam": WORSE, "adam_recipe": WORSE})
+    assert not any("Zhou" in line for line in report.conclusions(results))
+    smaller = stats.paired_difference([1.5, 1.55, 1.52, 1.6, 1.51], [1.8, 1.82, 1.79, 1.85, 1.81]).as_dict()
+    larger = stats.paired_difference([0.03, 0.031, 0.029, 0.032, 0.03], [0.01, 0.011, 0.009, 0.012, 0.01]).as_dict()
+    zhou = {"sgd_minus_adam": [{"epochs": 172, "alpha": smaller, "top_eigenvalue": smaller}]}
+    assert "holds" in next(line for line in report.conclusions(results, zhou=zhou) if "Zhou" in line)
+    zhou["sgd_minus_adam"][0]["top_eigenvalue"] = larger
+    assert "fails (Adam flatter)" in next(line for line in report.conclusions(results, zhou=zhou) if "Zhou" in line)
+    tied = claim_results({"sgd": WORSE, "adam": SGD, "adam_recipe": SGD})
+    assert "`adam` = `adam_recipe`" in report.conclusions(tied)[-1]
+
+
+def test_conclusions_are_the_first_section_of_the_report():
+    text = report.render_markdown(claim_results({"sgd": SGD, "adam": WORSE}))
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Conclusions" and "holds for `adam`" in text.split("## Setup")[0]
+
+
+def test_best_test_accuracy_only_in_the_appendix_without_paired_tests():
+    results = report.demo_results()
+    assert "best" not in report.summary_table(results)
+    assert not any(row["metric"].startswith("best") for row in results["comparisons"])
+    assert "best" not in report.comparison_table(results)
+    text = report.render_markdown(results)
+    appendix = text.split("\n## Appendix\n")[1]
+    assert appendix.splitlines()[1] == "### " + report.PEEK_HEADER
+    assert "peeks at test; not for comparison" in report.PEEK_HEADER
+    assert text.count("best test acc.") == 1 and "best test acc." in appendix
+
+
+# ------------------------------------------------------------------ figures a reader trusts
+
+
+def drawn(monkeypatch, plot, results, tmp_path):
+    """The figure ``plot`` draws, captured before it is saved."""
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    plot(results, tmp_path / "figure.png")
+    return figures[0]
+
+
+def with_recipe_and_a_collapsed_seed():
+    """demo results plus ``adam_recipe``, the same runs as ``adam``; sgd's seed 2 ends at chance (1/3)."""
+    results = json.loads(json.dumps(report.demo_results()))
+    sgd, adam = results["arms"]
+    for arm, tag in ((sgd, "s"), (adam, "a")):
+        arm["runs"]["params_sha256"] = [f"{tag}{s}" for s in range(3)]
+    results["arms"].append({**json.loads(json.dumps(adam)), "label": "adam_recipe"})
+    for key in ("test_accuracy", "val_accuracy"):
+        sgd["runs"]["curves"][key][-1][2] = 0.30      # <= 1/3 + CHANCE_MARGIN
+    sgd["runs"]["per_seed"]["final_test_accuracy"][2] = 0.30
+    return results
+
+
+def test_collapsed_definition():
+    # at chance, loss not finite, loss no lower than at the start: collapsed; a trained run is not
+    assert compare.collapsed(0.1, 2.3, [0.10], 10) and compare.collapsed(0.1, 2.3, [0.15], 10)
+    assert not compare.collapsed(0.1, 2.3, [0.151, 0.7], 10)
+    assert compare.collapsed(float("nan"), 2.3, [0.9], 10) and compare.collapsed(2.3, 2.3, [0.9], 10)
+    assert compare.collapsed(0.5, None, [None], 3) and not compare.collapsed(0.5, 1.0, [], None)   # regression
+    assert report.collapsed_seeds(with_recipe_and_a_collapsed_seed(),
+                                  with_recipe_and_a_collapsed_seed()["arms"][0]) == [False, False, True]
+
+
+def test_identical_arms_are_drawn_once_under_both_names(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    assert [name for name, _ in report.arm_groups(results)] == ["sgd", "adam = adam_recipe"]
+    fig = drawn(monkeypatch, report.plot_curves, results, tmp_path)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["sgd (1 collapsed)", "adam = adam_recipe"]
+    fig = drawn(monkeypatch, report.plot_summary, results, tmp_path)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["sgd", "adam = adam_recipe"]
+
+
+def test_a_collapsed_run_is_marked_in_every_figure(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    results["arms"][0]["selection"]["grid"][2]["collapsed"] = True   # lr 1.0 collapsed during selection
+    for plot in (report.plot_curves, report.plot_summary, report.plot_sensitivity):
+        fig = drawn(monkeypatch, plot, results, tmp_path)
+        marks = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == report.COLLAPSED_GID]
+        assert marks, plot.__name__
+    clean = json.loads(json.dumps(report.demo_results()))
+    for plot in (report.plot_curves, report.plot_summary, report.plot_sensitivity):
+        fig = drawn(monkeypatch, plot, clean, tmp_path)
+        assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == report.COLLAPSED_GID]
+    assert "| 3 (1 collapsed) |" in report.summary_table(results)
+
+
+def test_curve_band_is_the_interquartile_range_of_the_seeds_that_did_not_collapse(monkeypatch, tmp_path):
+    results = with_recipe_and_a_collapsed_seed()
+    fig = drawn(monkeypatch, report.plot_curves, results, tmp_path)
+    median = fig.axes[1].get_lines()[0]                    # sgd's test accuracy, seeds 0 and 1 only
+    values = np.asarray(results["arms"][0]["runs"]["curves"]["test_accuracy"])[:, :2] * 100
+    np.testing.assert_allclose(median.get_ydata(), np.median(values, axis=1))

@@ -117,3 +117,56 @@ def test_identical_arms_are_told_apart_from_a_constant_shift():
     assert not stats.identical(stats.paired_difference([0.8, 0.9, 1.0], [0.7, 0.8, 0.9]))  # d = 0.1 each
     assert not stats.identical(stats.paired_difference([0.7, 0.9, 0.8], [0.8, 0.8, 0.8]))  # d̄ = 0, s_d > 0
     assert not stats.identical(stats.paired_difference([0.7], [0.7]))  # one pair: no test at all
+
+
+# ------------------------------------------------------------------ permutation test and Holm
+
+
+def test_sign_flip_all_positive_reaches_the_minimum():
+    # n = 5, every d_i > 0: only the observed pattern and its mirror reach |Σ d|: p = 2/32.
+    assert stats.sign_flip_test([0.01, 0.02, 0.03, 0.04, 0.05]) == 2 / 32
+    assert stats.min_permutation_p(5) == 0.0625 and stats.min_permutation_p(1) == 1.0
+    assert stats.paired_difference([2.0, 3.0, 4.0, 5.0, 6.0], [1.0] * 5).permutation_p == 0.0625
+
+
+def test_sign_flip_hand_enumerated_case():
+    # d = (1, 2, 3, −4): |Σ| = 2. The 16 sums ±1 ±2 ±3 ±4 are ±10, ±8, ±6, ±4 (twice), ±2 (twice),
+    # 0 (twice): 14 of 16 have |s| >= 2.
+    assert stats.sign_flip_test([1.0, 2.0, 3.0, -4.0]) == 14 / 16
+    assert stats.sign_flip_test([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(stats.sign_flip_test([float("nan")]))
+
+
+def test_sign_flip_matches_scipy_permutation_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for n in (3, 5, 8, 11):
+        d = rng.normal(loc=0.3, size=n)
+        reference = scipy_stats.permutation_test((d,), np.mean, permutation_type="samples",
+                                                 n_resamples=np.inf, alternative="two-sided")
+        assert stats.sign_flip_test(d) == pytest.approx(reference.pvalue, rel=1e-12)
+
+
+def test_sign_flip_above_the_exact_limit_is_close_to_the_t_test():
+    rng = np.random.default_rng(1)
+    d = rng.normal(loc=0.4, size=30)
+    p = stats.sign_flip_test(d)
+    assert 0 < p < 1 and p == pytest.approx(stats.paired_difference(d, np.zeros(30)).p_value, abs=0.02)
+
+
+def test_holm_hand_computed():
+    # sorted 0.01, 0.03, 0.04 -> 3·0.01 = 0.03, 2·0.03 = 0.06, max(0.06, 1·0.04) = 0.06
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # caps at 1, NaN stays out of the family (m = 2 here)
+    out = stats.holm([0.6, float("nan"), 0.2])          # m = 2: 2·0.2 = 0.4, max(0.4, 0.6) = 0.6
+    assert out[0] == pytest.approx(0.6) and math.isnan(out[1]) and out[2] == pytest.approx(0.4)
+    assert stats.holm([0.6, 0.55]) == [1.0, 1.0]          # 2·0.55 = 1.1 capped at 1
+    assert stats.holm([]) == []
+    with pytest.raises(ValueError, match="p_values: got"):
+        stats.holm([1.5])
+
+
+def test_holm_matches_statsmodels_when_available():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = [0.001, 0.2, 0.03, 0.04, 0.011]
+    np.testing.assert_allclose(stats.holm(p), multitest.multipletests(p, method="holm")[1], rtol=1e-12)

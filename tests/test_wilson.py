@@ -111,3 +111,23 @@ def test_bad_probability_is_one_line():
 def test_doctests():
     result = doctest.testmod(wilson)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_unconditioned_draws_are_reported_outside_the_lemma():
+    problems = [wilson.make_problem(4, 6, 0.55, seed=s, condition=False) for s in range(20)]
+    assert all(pr["redraws"] == 0 for pr in problems)
+    assert any(pr["y_train"].sum() <= 0 for pr in problems)          # such draws are kept
+    with jax.enable_x64(True):
+        cell = wilson.evaluate_cell(4, 0.55, n_test=6, draws=8, steps=50, optimizers=("gd", "adam"),
+                                    condition=False)
+    outside = [i for i, total in enumerate(cell["sum_y_train"]) if total <= 0]
+    assert outside and cell["condition"] is False and sum(cell["redraws"]) == 0
+    results = {"optimizers": ["gd", "adam"], "unconditioned": [cell]}
+    lines = wilson.unconditioned_table(results)
+    assert lines[0] == "## Outside the lemma's assumption Σy_train > 0 (unconditioned draws)"
+    row = lines[-1].split(" | ")
+    assert row[2] == f"{len(outside)} of 8"
+    adam = cell["optimizers"]["adam"]
+    expected = np.mean([adam["test_error"][i] for i in outside])
+    assert row[-1].split(" / ")[0] == f"{expected:.3f}"
+    assert all(0.0 <= v <= 1.0 for v in adam["labelled_positive"])
