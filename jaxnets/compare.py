@@ -461,76 +461,31 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
     base_grid = arm.lr_grid or lr_grid(arm.optimizer, config.grid_points, config.grid_step)
     combos = [dict(zip(names, values)) for values in _product([arm.search[n] for n in names])]
     pending = [{"learning_rate": lr, **combo} for combo in combos for lr in base_grid]
+
+    def train(candidates: list[dict], label: str, **marks) -> dict:
+        record = _train_candidates(model, blind, tx, config, candidates, seeds, start_losses, metric)
+        record.update(round=len(rounds), **marks)
+        rounds.append(record)
+        scored.extend({**c, **({"refined": True} if marks.get("refine") else {})} for c in record["candidates"])
+        say(f"{arm.label}: {label} ({record['wall_time_s']:.1f} s)")
+        return record
+
     scored: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
-    position, upper_diverged = "none", False
-    best = None
-    for round_index in range(config.max_extensions + 1):
-        record = _train_candidates(model, blind, tx, config, pending, seeds, start_losses, metric)
-        record["round"] = round_index
-        rounds.append(record)
-        scored.extend(record["candidates"])
-        say(f"{arm.label}: selection round {round_index}: {len(pending)} settings x "
-            f"{len(seeds)} seeds ({record['wall_time_s']:.1f} s)")
-        valid = [c for c in scored if not c["diverged"]]
-        if valid:
-            best = max(valid, key=lambda c: _score_key(c["score"], c["val_loss"], higher))
-            row = sorted((c for c in scored if _candidate_key(c, names) == _candidate_key(best, names)),
-                         key=lambda c: c["learning_rate"])
-            lrs = [c["learning_rate"] for c in row]
-            index = lrs.index(best["learning_rate"])
-            upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
-            if 0 < index < len(row) - 1:
-                position = "interior"
-                break
-            # A one-point row counts as a high edge: larger rates are tried first (they may diverge).
-            position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
-            edge = best["learning_rate"]
-            combo = {n: best[n] for n in names}
-            if position == "high_edge":
-                new = [edge * config.extension_factor ** k for k in range(1, config.extension_points + 1)]
-            else:
-                new = [edge / config.extension_factor ** k for k in range(1, config.extension_points + 1)]
-            pending = [{"learning_rate": _round_sig(lr), **combo} for lr in new]
-        else:
-            best, position = None, "none"
-            lowest = min(c["learning_rate"] for c in scored)
-            pending = [{"learning_rate": _round_sig(lowest / config.extension_factor ** k), **combo}
-                       for combo in combos for k in range(1, config.extension_points + 1)]
-        if round_index == config.max_extensions:
-            break
-        known = {(_candidate_key(c, names), c["learning_rate"]) for c in scored}
-        pending = [c for c in pending if (_candidate_key(c, names), c["learning_rate"]) not in known]
-        if not pending:
-            break
-        new_rates = ", ".join(f"{c['learning_rate']:.3g}" for c in pending)
-        say(f"{arm.label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
-
+    best = _bracket(train, pending, combos, scored, names, higher, config, say, arm.label, len(seeds))
     if config.refine and best is not None:
-        pending = _refinement(best, scored, names)
-        if pending:
-            record = _train_candidates(model, blind, tx, config, pending, seeds, start_losses, metric)
-            record["round"], record["refine"] = len(rounds), True
+        refined = _refinement(best, scored, names)
+        if refined:
+            train(refined, f"refined around {best['learning_rate']:.3g} with "
+                  + ", ".join(f"{c['learning_rate']:.3g}" for c in refined), refine=True)
+    for record in rounds:  # the rounds' own candidate lists carry the refined mark too
+        if record.get("refine"):
             for candidate in record["candidates"]:
                 candidate["refined"] = True
-            rounds.append(record)
-            scored.extend(record["candidates"])
-            say(f"{arm.label}: refined around {best['learning_rate']:.3g} with "
-                + ", ".join(f"{c['learning_rate']:.3g}" for c in pending) + f" ({record['wall_time_s']:.1f} s)")
-    stable = False
+    stable, position, upper_diverged = False, "none", False
     if best is not None:
         best, stable = _choose_stable(scored, names, higher)
-        row = _row_of(best, scored, names)
-        index = [c["learning_rate"] for c in row].index(best["learning_rate"])
-        upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
-        if 0 < index < len(row) - 1:
-            position = "interior"
-        else:
-            position = "low_edge" if index == 0 and len(row) > 1 else "high_edge"
-    grid = sorted(({**{k: c[k] for k in ("learning_rate", *names, "score", "val_loss", "final_train_loss",
-                                         "diverged", "collapsed")}, "refined": bool(c.get("refined"))}
-                   for c in scored),
-                  key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
+        position, upper_diverged = _position(best, scored, names)
     return {
         "metric": metric,
         "seeds": seeds,
@@ -543,10 +498,62 @@ def select_learning_rate(model: nn.Module, data: Dataset, arm: Arm, config: Comp
         "rule": "best mean validation score whose learning-rate neighbours did not collapse",
         "stable": bool(stable),
         "searched": names,
-        "grid": grid,
+        "grid": _grid_record(scored, names),
         "rounds": rounds,
         "wall_time_s": time.perf_counter() - started,
     }
+
+
+def _bracket(train: Callable, pending: list[dict], combos: list[dict], scored: list[dict], names: list[str],
+             higher: bool, config: ComparisonConfig, say: Callable[[str], None], label: str,
+             num_seeds: int) -> dict | None:
+    """Steps 2-3: train the grid, then extend it past an edge optimum until it is bracketed."""
+    best = None
+    for round_index in range(config.max_extensions + 1):
+        train(pending, f"selection round {round_index}: {len(pending)} settings x {num_seeds} seeds")
+        valid = [c for c in scored if not c["diverged"]]
+        if valid:
+            best = max(valid, key=lambda c: _score_key(c["score"], c["val_loss"], higher))
+            position, _ = _position(best, scored, names)
+            if position == "interior":
+                break
+            factors = [config.extension_factor ** k for k in range(1, config.extension_points + 1)]
+            edge = best["learning_rate"]
+            new = [edge * f for f in factors] if position == "high_edge" else [edge / f for f in factors]
+            pending = [{"learning_rate": _round_sig(lr), **{n: best[n] for n in names}} for lr in new]
+        else:
+            best, position = None, "none"
+            lowest = min(c["learning_rate"] for c in scored)
+            pending = [{"learning_rate": _round_sig(lowest / config.extension_factor ** k), **combo}
+                       for combo in combos for k in range(1, config.extension_points + 1)]
+        if round_index == config.max_extensions:
+            break
+        known = {(_candidate_key(c, names), c["learning_rate"]) for c in scored}
+        pending = [c for c in pending if (_candidate_key(c, names), c["learning_rate"]) not in known]
+        if not pending:
+            break
+        new_rates = ", ".join(f"{c['learning_rate']:.3g}" for c in pending)
+        say(f"{label}: optimum on the {position.replace('_', ' ')} of the grid; extending to {new_rates}")
+    return best
+
+
+def _position(best: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> tuple[str, bool]:
+    """Where ``best`` sits in its row of learning rates, and whether the next larger rate diverged.
+
+    A one-point row counts as a high edge: larger rates are tried first (they may diverge).
+    """
+    row = _row_of(best, scored, names)
+    index = [c["learning_rate"] for c in row].index(best["learning_rate"])
+    upper_diverged = index + 1 < len(row) and row[index + 1]["diverged"]
+    if 0 < index < len(row) - 1:
+        return "interior", upper_diverged
+    return ("low_edge" if index == 0 and len(row) > 1 else "high_edge"), upper_diverged
+
+
+def _grid_record(scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[dict]:
+    keys = ("learning_rate", *names, "score", "val_loss", "final_train_loss", "diverged", "collapsed")
+    return sorted(({**{k: c[k] for k in keys}, "refined": bool(c.get("refined"))} for c in scored),
+                  key=lambda c: (_candidate_key(c, names), c["learning_rate"]))
 
 
 def _row_of(candidate: Mapping[str, Any], scored: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list:
