@@ -33,7 +33,7 @@ from jaxnets.objective import Objective, objective_for
 from jaxnets.parallel import AXIS, Runner, make_runner
 from jaxnets.resume import resume, run_spec
 from jaxnets.state import TrainState, accepts_train, create_state, run_keys
-from jaxnets.steps import make_train_step
+from jaxnets.steps import make_train_step, with_loss_scale
 from jaxnets.tree import count_params
 
 #: The field a model exposes to have its batch norm synchronized over the devices under pmap.
@@ -429,6 +429,7 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     """
     started = time.perf_counter()
     run = prepare(model, data, tx, config, num_devices=devices_for(config.parallel))
+    tx = with_loss_scale(tx, config)  # TrainConfig.loss_scale: the scale lives in the optimizer state
     if state is None:
         state = create_state(model_for_mode(model, config.parallel), tx, run.x_train, config.seed)
     check_batch_norm_mode(model, state, config.parallel)
