@@ -65,6 +65,12 @@ class TrainConfig:
       monitor: the validation metric early stopping watches.
       restore_best: with early stopping, return the parameters of the best epoch.
       progress: show a progress bar.
+      loss_scale: None (no scaling), "dynamic", or a number S > 0 (static): the loss
+        is multiplied by the scale before differentiating and the gradients divided by
+        it, so small float16 gradients survive (see ``jaxnets.steps.loss_scaling``).
+        Dynamic scaling skips a step whose scaled gradients overflow and halves the scale.
+      loss_scale_init: the first scale of dynamic scaling.
+      loss_scale_period: dynamic scaling doubles the scale after this many finite steps in a row.
     """
 
     epochs: int = 10
@@ -88,6 +94,9 @@ class TrainConfig:
     monitor: str = "val_loss"
     restore_best: bool = True
     progress: bool = False
+    loss_scale: str | float | None = None
+    loss_scale_init: float = 2.0 ** 15
+    loss_scale_period: int = 2000
 
     def __post_init__(self):
         check_int("epochs", self.epochs, minimum=1)
@@ -110,6 +119,13 @@ class TrainConfig:
             raise fail("metrics", self.metrics, "None or a callable (outputs, targets) -> {name: (batch,) values}")
         check_number("l1", self.l1, minimum=0)
         check_number("l2", self.l2, minimum=0)
+        if self.loss_scale is not None and self.loss_scale != "dynamic":
+            try:
+                check_number("loss_scale", self.loss_scale, positive=True)
+            except ValueError:
+                raise fail("loss_scale", self.loss_scale, "None, 'dynamic' or a finite number > 0") from None
+        check_number("loss_scale_init", self.loss_scale_init, positive=True)
+        check_int("loss_scale_period", self.loss_scale_period, minimum=1)
 
     def to_json(self) -> dict:
         """The config as JSON values (a callable loss or metrics by its qualified name)."""

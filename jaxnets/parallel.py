@@ -19,6 +19,10 @@ Modes (``MODES``):
   This is the path JAX recommends for new code, and the one that spans several
   processes (``jax.distributed``).
 
+Populations (``jaxnets.population``) have their own placement, ``MemberPlacement``: the
+member axis of a stacked state is split over a 1-D mesh (axis ``"members"``) and one
+``shard_map``-ped program trains each device's members with no communication at all.
+
 Both loops of ``fit`` run in every mode: ``"scan"`` (a whole epoch per compiled
 call) and ``"python"`` (one compiled step per batch). The epoch's batch plan is
 a pure function of (data key, epoch) computed inside the compiled code.
@@ -37,6 +41,8 @@ from jaxnets.epochs import Geometry, carry_run_keys, epoch_functions, reduce_ste
 
 MODES = ("none", "pmap", "sharded")
 AXIS = "data"
+#: The mesh axis a population's members are split over.
+MEMBERS = "members"
 
 
 def check_mode(mode: str) -> str:
@@ -281,6 +287,52 @@ def replicate_global(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree_util.tree_map(place, tree)
 
 
+class MemberPlacement:
+    """A population's members split evenly over ``devices`` (a 1-D mesh, axis ``"members"``).
+
+    P members on D devices take ⌈P/D⌉ each: ``padded(P)`` members are trained (the
+    caller pads with copies of real members and drops them from its results). Every
+    per-member argument is split along its leading axis, the shared ones (data, epoch)
+    replicated, and ``compile`` wraps a function of one device's members in
+    ``shard_map``: one program, each device training its own members, no collectives.
+
+    >>> placement = MemberPlacement(jax.devices()[:1])
+    >>> placement.num_devices, placement.padded(3)
+    (1, 3)
+    """
+
+    def __init__(self, devices: Sequence[jax.Device]):
+        self.devices = list(devices)
+        self.num_devices = len(self.devices)
+        self.mesh = jax.make_mesh((self.num_devices,), (MEMBERS,), axis_types=(AxisType.Auto,),
+                                  devices=self.devices)
+        self.split = NamedSharding(self.mesh, PartitionSpec(MEMBERS))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    def padded(self, num_members: int) -> int:
+        """The member count rounded up to a multiple of the devices."""
+        return -(-num_members // self.num_devices) * self.num_devices
+
+    def put_members(self, tree: Any) -> Any:
+        """Split every leaf's leading (member) axis over the devices."""
+        return jax.device_put(tree, self.split)
+
+    def put_shared(self, tree: Any) -> Any:
+        """One copy on every device."""
+        return jax.device_put(tree, self.replicated)
+
+    def compile(self, fn: Callable, per_member: Sequence[bool], *, donate_first: bool = True) -> Callable:
+        """``jit(shard_map(fn))``: argument i is split by member if ``per_member[i]``, else
+        replicated; every output is split by member. The first argument (the state) is
+        donated: its buffers are reused for the new state."""
+        specs = tuple(PartitionSpec(MEMBERS) if split else PartitionSpec() for split in per_member)
+        # check_vma=False: the per-member body has no collectives to check, and Flax's
+        # random bits would otherwise need explicit varying-axis annotations.
+        mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=PartitionSpec(MEMBERS),
+                               check_vma=False)
+        return jax.jit(mapped, donate_argnums=0 if donate_first else ())
+
+
 def make_runner(mode: str, train_step_for: Callable[[str | None], Callable], geometry: Geometry, *,
                 loop: str, traces: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Runner:
     """The runner for ``mode`` (see ``MODES``), after checking the batch splits over the devices.
@@ -327,5 +379,5 @@ def device_summary() -> dict[str, Any]:
             "process_count": jax.process_count(), "process_index": jax.process_index()}
 
 
-__all__ = ["MODES", "AXIS", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
+__all__ = ["MODES", "AXIS", "MEMBERS", "MemberPlacement", "Runner", "PmapRunner", "ShardedRunner", "make_runner",
            "data_mesh", "replicate_global", "local_copy", "initialize_distributed", "check_batch_divisible", "check_mode", "device_summary"]

@@ -6,7 +6,7 @@ are plain functions of their arguments: they are compiled (and, in
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,19 +27,107 @@ def tree_finite(tree) -> jnp.ndarray:
     return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]).all()
 
 
+# ----------------------------------------------------------------------------- loss scaling
+class LossScaleState(NamedTuple):
+    """The optimizer state of a loss-scaled optimizer (see ``loss_scaling``).
+
+    Attributes:
+      scale: the current loss scale S (float32).
+      good_steps: finite steps since the scale last changed (int32).
+      skipped: steps skipped so far because their gradients overflowed (int32).
+      inner: the wrapped optimizer's state.
+    """
+
+    scale: jnp.ndarray
+    good_steps: jnp.ndarray
+    skipped: jnp.ndarray
+    inner: Any
+
+
+class StaticLossScale(optax.GradientTransformation):
+    """A ``loss_scaling`` optimizer with a fixed scale (its type tells the step which kind)."""
+
+
+class DynamicLossScale(optax.GradientTransformation):
+    """A ``loss_scaling`` optimizer whose scale adapts to overflows."""
+
+
+def loss_scaling(inner: optax.GradientTransformation, scale: float = 2.0 ** 15, *, dynamic: bool = True,
+                 period: int = 2000) -> optax.GradientTransformation:
+    """Wrap an optimizer so the training step scales the loss by S before differentiating.
+
+    The step (``make_train_step``) reads S from this optimizer's state, differentiates
+    S·L (so small float16 gradients do not flush to zero) and divides the gradients by S
+    before calling ``update``. With ``dynamic=True``, ``update`` then checks them: if any
+    is not finite (the scaled backward pass overflowed) the step is skipped (zero
+    update, inner state unchanged) and S ← max(S/2, 1); after ``period`` finite steps in a
+    row S ← 2S. The scale lives in the optimizer state, so checkpoints keep it.
+
+    >>> tx = loss_scaling(optax.sgd(1.0), 8.0, period=2)
+    >>> state = tx.init({"w": jnp.zeros(2)})
+    >>> _, state = tx.update({"w": jnp.array([jnp.inf, 0.0])}, state)
+    >>> float(state.scale), int(state.skipped)
+    (4.0, 1)
+    """
+    def init(params):
+        return LossScaleState(jnp.float32(scale), jnp.int32(0), jnp.int32(0), inner.init(params))
+
+    def update(grads, state: LossScaleState, params=None):
+        if not dynamic:
+            updates, inner_state = inner.update(grads, state.inner, params)
+            return updates, state._replace(inner=inner_state)
+        finite = tree_finite(grads)
+        # Zeros in place of the overflowed gradients keep NaNs out of the discarded branch.
+        safe = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+        updates, inner_state = inner.update(safe, state.inner, params)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        updates = jax.tree_util.tree_map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+        inner_state = jax.tree_util.tree_map(keep, inner_state, state.inner)
+        good = jnp.where(finite, state.good_steps + 1, 0)
+        grow = good >= period
+        new_scale = jnp.where(finite, jnp.where(grow, state.scale * 2.0, state.scale),
+                              jnp.maximum(state.scale / 2.0, 1.0))
+        return updates, LossScaleState(new_scale.astype(jnp.float32), jnp.where(grow, 0, good).astype(jnp.int32),
+                                       state.skipped + (~finite).astype(jnp.int32), inner_state)
+
+    kind = DynamicLossScale if dynamic else StaticLossScale
+    return kind(init, update)
+
+
+def with_loss_scale(tx: optax.GradientTransformation, config: Any) -> optax.GradientTransformation:
+    """``tx`` wrapped as ``config.loss_scale`` says ("dynamic", a number, or None: unchanged).
+
+    ``config`` is a ``TrainConfig`` (read for ``loss_scale``, ``loss_scale_init`` and
+    ``loss_scale_period``); an optimizer that is already loss-scaled is returned as is.
+    """
+    kind = getattr(config, "loss_scale", None)
+    if kind is None or isinstance(tx, (StaticLossScale, DynamicLossScale)):
+        return tx
+    if kind == "dynamic":
+        return loss_scaling(tx, config.loss_scale_init, dynamic=True, period=config.loss_scale_period)
+    return loss_scaling(tx, float(kind), dynamic=False)
+
+
+def loss_scale_of(opt_state) -> jnp.ndarray | None:
+    """The current loss scale in an optimizer state, or None if the optimizer is not loss-scaled."""
+    return opt_state.scale if isinstance(opt_state, LossScaleState) else None
+
+
 def _gradients(objective: Objective, state: TrainState, batch: dict, dropout_key, axis_name, sharded_batch):
     """(grads, sums, new model state) of the global-batch loss (see ``make_train_step``)."""
     count = jnp.sum(batch["mask"].astype(jnp.float32))
     divide_first = axis_name is None and not sharded_batch
+    scale = loss_scale_of(state.opt_state)
 
     def loss_fn(params):
         outputs, new_model_state = forward(state, params, batch["x"], train=True, dropout_key=dropout_key)
         sums = objective.sums(outputs, batch["y"], batch["mask"])
-        if divide_first:
-            return sums["loss"] / jnp.maximum(count, 1.0) + objective.penalty(params), (sums, new_model_state)
-        return sums["loss"], (sums, new_model_state)
+        value = sums["loss"] / jnp.maximum(count, 1.0) + objective.penalty(params) if divide_first else sums["loss"]
+        return value if scale is None else value * scale, (sums, new_model_state)
 
     grads, (sums, new_model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    if scale is not None:  # back to the gradient of the unscaled loss (an overflow stays non-finite)
+        grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
     if divide_first:
         return grads, sums, new_model_state
     # Data parallel: each replica differentiated the SUM of its examples' losses; one
@@ -93,7 +181,8 @@ def make_train_step(objective: Objective, axis_name: str | None = None, nonfinit
 
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         loss_ok = jnp.isfinite(sums["loss"])
-        grads_ok = tree_finite(grads)
+        # Under dynamic loss scaling an overflowed gradient is the scaler's to skip, not an error.
+        grads_ok = jnp.bool_(True) if isinstance(state.tx, DynamicLossScale) else tree_finite(grads)
         updates_ok = tree_finite(updates)
         ok = loss_ok & grads_ok & updates_ok
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
@@ -123,4 +212,5 @@ def make_eval_step(objective: Objective) -> Callable:
     return eval_step
 
 
-__all__ = ["NONFINITE_POLICIES", "tree_finite", "make_train_step", "make_eval_step"]
+__all__ = ["NONFINITE_POLICIES", "tree_finite", "make_train_step", "make_eval_step", "LossScaleState",
+           "StaticLossScale", "DynamicLossScale", "loss_scaling", "with_loss_scale", "loss_scale_of"]

@@ -33,7 +33,7 @@ from jaxnets.objective import Objective, objective_for
 from jaxnets.parallel import AXIS, Runner, make_runner
 from jaxnets.resume import resume, run_spec
 from jaxnets.state import TrainState, accepts_train, create_state, run_keys
-from jaxnets.steps import make_train_step
+from jaxnets.steps import make_train_step, with_loss_scale
 from jaxnets.tree import count_params
 
 #: The field a model exposes to have its batch norm synchronized over the devices under pmap.
@@ -461,10 +461,12 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
     """
     started = time.perf_counter()
     run = prepare(model, data, tx, config)
+    described = getattr(tx, "spec", None)  # how jaxnets.optim.create built it (checked on resume)
+    tx = with_loss_scale(tx, config)  # TrainConfig.loss_scale: the scale lives in the optimizer state
     if state is None:
         state = create_state(model_for_mode(model, config.parallel), tx, run.x_train, config.seed)
     check_batch_norm_mode(model, state, config.parallel)
-    spec = run_spec(model, state, config, run.x_train, run.y_train, optimizer=getattr(tx, "spec", None))
+    spec = run_spec(model, state, config, run.x_train, run.y_train, optimizer=described)
     state, history, manager = resume(checkpoint, state, spec)
     # Measured on the single-device step of the global batch (the model without device axes).
     flops = flops_per_step(run.objective, state.replace(apply_fn=model.apply), run.geometry, run.x_train,

@@ -138,3 +138,79 @@ def test_cli_trains_a_cnn_in_bfloat16(tmp_path):
     assert main(["train", "--dataset", "digits", "--model", "cnn1d", "--model-opt", "channels=4",
                  "--compute-dtype", "bfloat16", "--epochs", "1", "--no-progress",
                  "--out", str(tmp_path / "run")]) == 0
+
+
+# ------------------------------------------------------------ float16 with loss scaling
+
+def _finite(state) -> bool:
+    """Every float of the parameters, optimizer state and model state is finite."""
+    leaves = jax.tree_util.tree_leaves((state.params, state.opt_state, state.model_state))
+    return all(bool(np.all(np.isfinite(np.asarray(leaf, np.float64)))) for leaf in leaves)
+
+
+def test_dynamic_loss_scale_survives_forced_overflows_with_every_checkpoint_finite(tmp_path):
+    """A scale of 2^40 overflows float16's backward pass (max 65504): those steps are skipped and
+    the scale halved until the gradients fit; training then proceeds and never writes a NaN."""
+    from jaxnets.checkpoint import CheckpointManager
+    data = jn.data.load("digits")
+    model = get_model("mlp", output_dim=10, hidden=(64,), dtype="float16")
+    config = jn.TrainConfig(epochs=4, batch_size=64, loss_scale="dynamic", loss_scale_init=2.0 ** 40)
+    result = jn.fit(model, data, jn.optim.create("adam", 1e-3), config,
+                    checkpoint=jn.CheckpointConfig(str(tmp_path), every_epochs=1, keep=10))
+    scaler = result.state.opt_state
+    skipped = int(scaler.skipped)
+    assert 1 <= skipped < result.history[-1]["step"] // 2
+    # no growth within the 2000-step period: every skip halved the scale exactly once
+    assert float(scaler.scale) == 2.0 ** (40 - skipped)
+    assert _finite(result.state)
+    losses = [entry["train_loss"] for entry in result.history]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+    manager = CheckpointManager(tmp_path, keep=10)
+    assert len(manager.steps()) == 4
+    for step in manager.steps():
+        restored, _ = manager.restore(result.state, step)
+        assert _finite(restored)
+        assert float(restored.opt_state.scale) <= 2.0 ** 40  # the scale is checkpointed with the state
+
+
+def test_dynamic_loss_scale_doubles_after_each_period_of_finite_steps():
+    data = jn.data.load("iris")
+    config = jn.TrainConfig(epochs=4, batch_size=30, loss_scale="dynamic", loss_scale_init=1.0, loss_scale_period=5)
+    result = jn.fit(get_model("mlp", output_dim=3, hidden=(8,)), data, jn.optim.create("sgd", 0.1), config)
+    scaler, steps = result.state.opt_state, result.history[-1]["step"]
+    assert steps >= 10
+    assert (float(scaler.scale), int(scaler.good_steps), int(scaler.skipped)) == (2.0 ** (steps // 5), steps % 5, 0)
+
+
+def test_a_static_power_of_two_scale_changes_no_float32_result():
+    """Scaling by 2^10 and unscaling is exact in float32 (no overflow): same parameters as unscaled."""
+    data = jn.data.load("iris")
+    runs = [jn.fit(get_model("mlp", output_dim=3, hidden=(8,)), data, jn.optim.create("adam", 1e-2),
+                   jn.TrainConfig(epochs=3, batch_size=30, loss_scale=scale)) for scale in (None, 1024.0)]
+    for a, b in zip(jax.tree_util.tree_leaves(runs[0].state.params), jax.tree_util.tree_leaves(runs[1].state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert float(runs[1].state.opt_state.scale) == 1024.0
+
+
+def test_an_overflowed_step_leaves_parameters_and_optimizer_state_unchanged():
+    import optax
+    from jaxnets.steps import loss_scaling
+    tx = loss_scaling(optax.adam(0.1), 16.0, period=3)
+    params = {"w": jnp.array([1.0, 2.0])}
+    state = tx.init(params)
+    updates, after = tx.update({"w": jnp.array([np.nan, 1.0])}, state, params)
+    assert np.all(np.asarray(updates["w"]) == 0.0)
+    assert (float(after.scale), int(after.skipped), int(after.good_steps)) == (8.0, 1, 0)
+    for a, b in zip(jax.tree_util.tree_leaves(after.inner), jax.tree_util.tree_leaves(state.inner)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # three finite steps double the scale; adam's first step moves each weight by the learning rate
+    for _ in range(3):
+        updates, after = tx.update({"w": jnp.array([0.5, -0.5])}, after, params)
+    assert float(after.scale) == 16.0
+    np.testing.assert_allclose(np.asarray(updates["w"]), [-0.1, 0.1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["auto", 0.0, -2.0, float("inf"), [2.0]])
+def test_bad_loss_scale_is_refused_in_one_line(value):
+    with pytest.raises(ValueError, match=r"^loss_scale: got .*; allowed: None, 'dynamic' or a finite number > 0$"):
+        jn.TrainConfig(loss_scale=value)

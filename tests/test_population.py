@@ -83,3 +83,67 @@ def test_population_input_errors(kwargs, message):
         fit_population(MLP(hidden=(4,), output_dim=3), blobs(), jn.optim.create("sgd", 0.1),
                        jn.TrainConfig(epochs=1), **kwargs)
     assert message in str(info.value)
+
+
+# ------------------------------------------------------------ members split over devices
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def split_population():
+    """10 members on the 4 simulated devices (3 each: 2 filling members) and on one device."""
+    assert jax.local_device_count() == 4
+    data = blobs()
+    model = jn.models.MLP(hidden=(16,), output_dim=3, dropout_rate=0.2)
+    seeds = list(range(10))
+    lrs = list(np.linspace(0.01, 0.1, 10))
+    config = jn.TrainConfig(epochs=3, batch_size=16)
+    runs = {n: fit_population(model, data, jn.optim.create("momentum", 0.01), config, seeds=seeds,
+                              hyperparams={"learning_rate": lrs}, devices=n) for n in (4, 1)}
+    return runs
+
+
+def test_ten_members_on_four_devices_equal_one_device(split_population):
+    split, one = split_population[4], split_population[1]
+    assert (split.num_devices, one.num_devices) == (4, 1)
+    assert max_diff(split.state.params, one.state.params) < 1e-5
+    assert max_diff(split.state.opt_state, one.state.opt_state) < 1e-5
+    for key in ("train_loss", "val_accuracy", "epoch_loss"):
+        np.testing.assert_allclose(split.metric(key), one.metric(key), rtol=1e-5, atol=1e-5)
+
+
+def test_split_population_compiles_once_and_returns_no_filling_member(split_population):
+    split = split_population[4]
+    assert split.traces["train_step"] == 1 and split.traces["epoch"] == 1 and split.traces["eval_step"] == 1
+    assert {leaf.shape[0] for leaf in jax.tree_util.tree_leaves(split.state)} == {10}
+    assert all(len(entry["train_loss"]) == 10 for entry in split.history)
+    assert [m["seed"] for m in split.members] == list(range(10))
+
+
+def test_auto_uses_every_device_but_one_per_member_at_most():
+    from jaxnets.population import population_devices
+    assert len(population_devices("auto", 10)) == 4
+    assert len(population_devices("auto", 3)) == 3
+    assert len(population_devices("auto", 1)) == 1
+    assert population_devices(jax.devices()[1:3], 5) == jax.devices()[1:3]
+
+
+@pytest.mark.parametrize("devices", [0, 5, "all", [], True])
+def test_bad_devices_are_refused_in_one_line(devices):
+    with pytest.raises(ValueError, match=r"^devices: got .*; allowed: 'auto', an int from 1 to 4"):
+        fit_population(MLP(hidden=(4,), output_dim=3), blobs(), jn.optim.create("sgd", 0.1),
+                       jn.TrainConfig(epochs=1), seeds=[0, 1], devices=devices)
+
+
+def test_member_placement_donates_the_state():
+    """The population's compiled epoch reuses the state's buffers (donation) on every device."""
+    from jaxnets.parallel import MemberPlacement
+    placement = MemberPlacement(jax.devices())
+    state = placement.put_members(np.ones((4, 3), np.float32))
+    step = placement.compile(lambda s, x: (s + x,), (True, False))
+    (new,) = step(state, placement.put_shared(np.float32(1.0)))
+    assert state.is_deleted() and np.all(np.asarray(new) == 2.0)
+    assert new.sharding.spec == jax.sharding.PartitionSpec("members")
