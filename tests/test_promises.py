@@ -265,6 +265,26 @@ def test_batch_statistics_are_checkpointed_with_the_state(tmp_path):
     assert leaves_equal(restored.model_state, state.model_state)
 
 
+def test_overwrite_keeps_older_steps_and_corrupt_checkpoints_stay(tmp_path):
+    """docs/checkpoints.md: "Saving a step that already has a complete checkpoint is an error unless
+    `overwrite=True` (then the old one is deleted before the new one is written; the older steps
+    stay)." and "Corrupt checkpoints are not deleted: they stay for inspection."
+    """
+    manager = CheckpointManager(tmp_path, keep=5)
+    state = jn.create_state(MLP(hidden=(2,), output_dim=1), jn.optim.create("sgd", 0.1), jnp.zeros((1, 2)))
+    for step in (1, 2):
+        manager.save(state.replace(step=jnp.int32(step)), metadata={"run": 1})
+    manager.save(state.replace(step=jnp.int32(2)), metadata={"run": 2}, overwrite=True)
+    assert manager.steps() == [1, 2]
+    assert manager.restore(state, step=1)[1] == {"run": 1} and manager.restore(state, step=2)[1] == {"run": 2}
+    chunk = next(p for p in (tmp_path / "step_00000002" / "state").rglob("*")
+                 if p.is_file() and "params." in str(p.parent.name) and not p.name.startswith("."))
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    result = manager.restore_latest_valid(state)
+    assert result.step == 1 and len(result.skipped) == 1
+    assert chunk.exists() and manager.steps() == [1, 2]
+
+
 # ------------------------------------------------------------------ docs/models.md and docs/losses.md
 
 
@@ -391,6 +411,15 @@ def test_attention_treats_its_inputs_as_a_set():
     permutation = np.array([3, 0, 5, 1, 4, 2])
     np.testing.assert_allclose(block.apply(variables, x[:, permutation]),
                                block.apply(variables, x)[:, permutation], atol=1e-5)
+
+
+def test_registered_transformer_defaults_are_the_documented_ones():
+    """docs/architectures/transformer.md: "The registered defaults are d = 64, 4 heads, 2 blocks, f = 256
+    and sinusoidal positions (`max_len` = 128 applies to learned ones)"; "The registered `transformer`
+    assumes token ids below `vocab_size=256`"."""
+    model = get_model("transformer", output_dim=2)
+    assert (model.d_model, model.num_heads, model.num_layers, model.mlp_dim, model.positions, model.max_len,
+            model.vocab_size) == (64, 4, 2, 256, "sinusoidal", 128, 256)
 
 
 def test_masked_positions_get_a_weight_of_exactly_zero():
