@@ -313,6 +313,27 @@ def test_normalization_parameters_are_never_penalized():
     assert float(jn.losses.l2_penalty(params)) == pytest.approx(0.5 * 4.0 * size)
 
 
+def test_the_training_loops_r2_pools_the_outputs():
+    """docs/losses.md: "The training loop's reported R², accumulated over batches in `jaxnets.objective`,
+    pools the outputs instead: 1 − Σ SS_res / Σ SS_tot; the two agree for one output."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = np.column_stack([x @ [1.0, 2.0, 0.0], 10 * x @ [0.0, 1.0, -1.0]]).astype(np.float32)  # unequal scales
+    y += rng.normal(size=y.shape).astype(np.float32)
+    for columns in ([0, 1], [0]):
+        data = jn.data.from_arrays(x[:40], y[:40, columns], x_test=x[40:], y_test=y[40:, columns], task="regression")
+        model = get_model("linear", output_dim=len(columns))
+        result = jn.fit(model, data, jn.optim.create("sgd", 0.05), jn.TrainConfig(epochs=3, batch_size=16))
+        pred = np.asarray(model.apply(result.state.variables(), data.x_test), np.float64)
+        target = data.y_test.astype(np.float64)
+        pooled = 1 - ((pred - target) ** 2).sum() / ((target - target.mean(axis=0)) ** 2).sum()
+        assert result.final["test_r2"] == pytest.approx(pooled, rel=1e-4, abs=1e-5)
+        if len(columns) == 1:
+            assert float(jn.metrics.r2(pred, target)) == pytest.approx(pooled, rel=1e-6)
+        else:
+            assert float(jn.metrics.r2(pred, target)) != pytest.approx(pooled, rel=1e-3)
+
+
 # ------------------------------------------------------------------ docs/datasets.md and docs/text.md
 
 
