@@ -172,11 +172,15 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
     >>> len(result.history[-1]["test_accuracy"]), result.traces["train_step"]
     (3, 1)
     """
+    started = time.perf_counter()
+    run = prepare(model, data, tx, config)  # checks every argument first (a dict config, a string tx, ...)
     if config.parallel != "none":
         raise ValueError(f"parallel: got {config.parallel!r}; allowed: 'none' for populations "
                          "(the member axis is the parallel axis: pass fit_population(devices=...))")
-    started = time.perf_counter()
-    run = prepare(model, data, tx, config)
+    if hyperparams and not hasattr(tx, "spec"):
+        raise ValueError(f"tx: got {type(tx).__name__}; allowed: an optimizer from jaxnets.optim.create(...) when "
+                         "hyperparams vary per member (it keeps them in the optimizer state, so one compiled "
+                         "program trains every member; an optax chain fixes them at build time)")
     tx = with_loss_scale(tx, config)
     seed_column, values = check_members(seeds, hyperparams)
     seeds = [int(s) for s in seed_column]

@@ -86,8 +86,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated optimizer names (default sgd,momentum,adam)")
     g.add_argument("--seeds", type=opt.int_at_least("--seeds", 2), default=5,
                    help="evaluation seeds per optimizer (>= 2, for an interval)")
-    g.add_argument("--selection-seeds", type=opt.int_at_least("--selection-seeds", 1), default=1,
+    g.add_argument("--selection-seeds", type=opt.int_at_least("--selection-seeds", 1),
+                   default=compare.ComparisonConfig.selection_seeds,
                    help="seeds per grid point while choosing the learning rate")
+    g.add_argument("--refine", action=argparse.BooleanOptionalAction, default=compare.ComparisonConfig.refine,
+                   help="after bracketing, try factor-2 steps between the optimum and its neighbours")
     g.add_argument("--epochs", type=opt.int_at_least("--epochs", 1), default=20)
     g.add_argument("--batch-size", type=opt.batch_size, default=100, help="examples per step, or 'full'")
     g.add_argument("--schedule", default="constant", help="constant, step, exponential, cosine")
@@ -150,7 +153,7 @@ def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
         arms = [compare.Arm(name, name, lr_grid=grids.get(name)) for name in args.optimizers]
         config = compare.ComparisonConfig(
             epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seeds=args.seeds,
-            selection_seeds=args.selection_seeds, grid_points=args.grid_points, grid_step=args.grid_step,
+            selection_seeds=args.selection_seeds, refine=args.refine, grid_points=args.grid_points, grid_step=args.grid_step,
             max_extensions=args.max_extensions, target_loss=args.target_loss, eval_every=args.eval_every,
             pairs=tuple(args.pair) if args.pair else None)
     except ValueError as err:
