@@ -31,6 +31,7 @@ digits x {mlp, cnn} as a pipeline check (ceiling-limited).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -490,10 +491,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = full(args.out or FULL_OUT, seeds=args.seeds, steps=args.steps or FULL_STEPS, reuse=not args.rerun)
     else:
         path = quick(args.out or QUICK_OUT, seeds=args.seeds, steps=args.steps or QUICK_STEPS, model=args.model)
+        print_conclusions(path.parent / "results.json")
     print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
     if args.update_docs:
         update_docs(path.parent, block="zhou" if args.zhou else "full" if args.full else "quick")
     return 0
+
+
+def print_conclusions(results_path: Path) -> None:
+    """The report's generated conclusions, so the verdict is on the screen, not only in the file."""
+    results = json.loads(results_path.read_text())
+    print("Conclusions (from report.md):")
+    for sentence in report.conclusions(results):
+        print(f"- {sentence}")
 
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimizer_comparison.md"

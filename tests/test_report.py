@@ -356,3 +356,17 @@ def test_curve_band_is_the_interquartile_range_of_the_seeds_that_did_not_collaps
     median = fig.axes[1].get_lines()[0]                    # sgd's test accuracy, seeds 0 and 1 only
     values = np.asarray(results["arms"][0]["runs"]["curves"]["test_accuracy"])[:, :2] * 100
     np.testing.assert_allclose(median.get_ydata(), np.median(values, axis=1))
+
+
+def test_the_main_job_prints_the_reports_conclusions(tmp_path, capsys):
+    """The README main job prints its verdict (the report's generated conclusions), not only the path."""
+    from experiments import optimizer_comparison
+
+    results = report.demo_results()
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    optimizer_comparison.print_conclusions(path)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Conclusions")
+    assert printed[1:] == [f"- {sentence}" for sentence in report.conclusions(json.loads(path.read_text()))]
+    assert len(printed) >= 2
