@@ -1009,36 +1009,9 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
     selection_seeds = [SELECTION_SEED_OFFSET + i for i in range(config.selection_seeds)]
     start_losses = _initial_train_loss(model, data, selection_seeds, config)
 
-    records = []
+    records: list[dict[str, Any]] = []
     for arm in arms:
-        record: dict[str, Any] = {"label": arm.label, "optimizer": arm.optimizer, "note": arm.note,
-                                  "hyperparams": arm.resolved_hyperparams(), "fixed": dict(arm.hyperparams),
-                                  "search": {k: list(v) for k, v in arm.search.items()},
-                                  "fixed_lr": arm.fixed_lr, "description": optim.describe(arm.optimizer)}
-        if arm.fixed_lr is not None:
-            record["selection"] = {"metric": selection_metric(data), "chosen": {"learning_rate": arm.fixed_lr},
-                                   "position": "fixed", "grid": [], "rounds": [], "wall_time_s": 0.0}
-        else:
-            record["selection"] = select_learning_rate(model, data, arm, config, start_losses=start_losses,
-                                                       on_event=say)
-        chosen = record["selection"]["chosen"]
-        twin = next((r for r, a in zip(records, arms) if r["runs"] and a.optimizer == arm.optimizer
-                     and a.hyperparams == arm.hyperparams and r["selection"]["chosen"] == chosen), None)
-        if chosen is None:
-            say(f"{arm.label}: every learning rate diverged; no seed runs")
-            record["runs"], record["summary"] = None, None
-        elif twin is not None:
-            # Same optimizer, hyperparameters and setting: seed s gives the same run bit for bit,
-            # so it is not trained twice; the record says whose runs these are.
-            say(f"{arm.label}: same setting as {twin['label']}; its seed runs are reused")
-            record["runs"] = {**twin["runs"], "shared_with": twin["label"]}
-            record["summary"] = twin["summary"]
-        else:
-            record["runs"] = run_seeds(model, data, arm, chosen, config, on_event=say)
-            record["summary"] = summarize_seeds(record["runs"]["per_seed"], config.confidence)
-            if config.sensitivity_factors:
-                record["runs"]["sensitivity"] = run_sensitivity(model, data, arm, chosen, config, on_event=say)
-        records.append(record)
+        records.append(_run_arm(model, data, arm, config, records, arms, start_losses, say))
 
     num_params = next((r["runs"]["num_params"] for r in records if r["runs"]), None)
     steps = steps_for(data.num_train, config.batch_size, config.epochs)
@@ -1066,6 +1039,39 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
         "extra": dict(extra or {}),
         "wall_time_s": time.perf_counter() - started,
     }
+
+
+def _run_arm(model: nn.Module, data: Dataset, arm: Arm, config: ComparisonConfig, earlier: list[dict],
+             arms: Sequence[Arm], start_losses: Sequence[float], say: Callable[[str], None]) -> dict[str, Any]:
+    """One arm's record: its learning-rate selection, then its seed runs (or an earlier twin's)."""
+    record: dict[str, Any] = {"label": arm.label, "optimizer": arm.optimizer, "note": arm.note,
+                              "hyperparams": arm.resolved_hyperparams(), "fixed": dict(arm.hyperparams),
+                              "search": {k: list(v) for k, v in arm.search.items()},
+                              "fixed_lr": arm.fixed_lr, "description": optim.describe(arm.optimizer)}
+    if arm.fixed_lr is not None:
+        record["selection"] = {"metric": selection_metric(data), "chosen": {"learning_rate": arm.fixed_lr},
+                               "position": "fixed", "grid": [], "rounds": [], "wall_time_s": 0.0}
+    else:
+        record["selection"] = select_learning_rate(model, data, arm, config, start_losses=start_losses,
+                                                   on_event=say)
+    chosen = record["selection"]["chosen"]
+    twin = next((r for r, a in zip(earlier, arms) if r["runs"] and a.optimizer == arm.optimizer
+                 and a.hyperparams == arm.hyperparams and r["selection"]["chosen"] == chosen), None)
+    if chosen is None:
+        say(f"{arm.label}: every learning rate diverged; no seed runs")
+        record["runs"], record["summary"] = None, None
+    elif twin is not None:
+        # Same optimizer, hyperparameters and setting: seed s gives the same run bit for bit,
+        # so it is not trained twice; the record says whose runs these are.
+        say(f"{arm.label}: same setting as {twin['label']}; its seed runs are reused")
+        record["runs"] = {**twin["runs"], "shared_with": twin["label"]}
+        record["summary"] = twin["summary"]
+    else:
+        record["runs"] = run_seeds(model, data, arm, chosen, config, on_event=say)
+        record["summary"] = summarize_seeds(record["runs"]["per_seed"], config.confidence)
+        if config.sensitivity_factors:
+            record["runs"]["sensitivity"] = run_sensitivity(model, data, arm, chosen, config, on_event=say)
+    return record
 
 
 def save_results(results: Mapping[str, Any], out_dir: str | Path) -> Path:

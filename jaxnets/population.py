@@ -199,7 +199,9 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
     evaluator = Evaluator(run.objective, run.eval_batch_size, traces, members=True)
 
     size = len(seeds)
-    members = [{"seed": seed, **{name: float(column[i]) for name, column in values.items()}}
+    # The values as given (the state holds their float32 roundings).
+    members = [{"seed": seed, **{name: float(np.asarray(column, np.float64)[i])
+                                 for name, column in (hyperparams or {}).items()}}
                for i, seed in enumerate(seeds)]
     history: list[dict] = []
     train_time = 0.0

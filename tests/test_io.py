@@ -74,7 +74,7 @@ def test_report_files_follow_the_umask(tmp_path):
     # the PNG figures and report.md all go through the atomic writer
     with _Umask(0o027):
         paths = report.write_report(tmp_path, report.demo_results())
-    assert sorted(p.name for p in paths.values()) == ["curves.png", "report.md", "summary.png"]
+    assert sorted(p.name for p in paths.values()) == ["curves.png", "report.md", "sensitivity.png", "summary.png"]
     for path in paths.values():
         assert _mode(path) == 0o640, path.name
     assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
