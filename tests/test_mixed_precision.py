@@ -133,11 +133,38 @@ def test_every_registry_model_computes_in_bfloat16_with_float32_parameters(name)
     assert np.isfinite(result.final["train_loss"])
 
 
-def test_cli_trains_a_cnn_in_bfloat16(tmp_path):
+#: Every registry model from the command line: a built-in dataset it fits, and small options.
+_CLI_CASES = {
+    "linear": ("diabetes", []),
+    "logistic": ("breast_cancer", []),
+    "mlp": ("iris", ["--hidden", "8"]),
+    "rnn": ("adding", ["--model-opt", "hidden_size=8"]),
+    "lstm": ("adding", ["--model-opt", "hidden_size=8"]),
+    "gru": ("adding", ["--model-opt", "hidden_size=8"]),
+    "transformer": ("reviews", ["--model-opt", "d_model=16", "--model-opt", "num_heads=2", "--model-opt",
+                                "num_layers=1", "--model-opt", "mlp_dim=32"]),
+    "transformer_lm": ("grammar_lm", ["--model-opt", "d_model=16", "--model-opt", "num_heads=2", "--model-opt",
+                                      "num_layers=1", "--model-opt", "mlp_dim=32"]),
+    "cnn": ("digits", ["--model-opt", "channels=4", "--model-opt", "dense=8", "--model-opt", "batch_norm=True"]),
+    "lenet": ("digits", []),
+    "cnn1d": ("digits", ["--model-opt", "channels=4"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CLI_CASES))
+def test_cli_trains_every_registry_model_in_bfloat16(name, tmp_path):
+    """docs/execution.md: every registry model takes --compute-dtype bfloat16 from the CLI."""
+    import json
+
     from jaxnets.cli import main
-    assert main(["train", "--dataset", "digits", "--model", "cnn1d", "--model-opt", "channels=4",
-                 "--compute-dtype", "bfloat16", "--epochs", "1", "--no-progress",
-                 "--out", str(tmp_path / "run")]) == 0
+    assert set(_CLI_CASES) == set(jn.models.MODELS)
+    dataset, options = _CLI_CASES[name]
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", dataset, "--model", name, *options, "--compute-dtype", "bfloat16",
+                 "--epochs", "1", "--batch-size", "256", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["compute_dtype"] == "bfloat16" and summary["status"] == "done"
+    assert all(np.isfinite(summary[key]) for key in ("train_loss", "test_loss"))
 
 
 # ------------------------------------------------------------ float16 with loss scaling

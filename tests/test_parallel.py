@@ -271,3 +271,17 @@ def test_a_finished_fit_frees_its_runner_without_the_garbage_collector(monkeypat
         assert len(made) == 1 and made[0]() is None
     finally:
         gc.enable()
+
+
+def test_cnn_with_batch_norm_gives_the_same_test_loss_in_every_mode():
+    """Issue 13.3: a registry CNN with batch norm on 4 simulated devices: one device, pmap (fit
+    sets batch_norm_axis_name) and sharded jit agree to relative 1e-5 on the test loss."""
+    data = jn.data.load("digits")
+    model = jn.models.get_model("cnn", output_dim=data.output_dim, channels=(4,), dense=(8,), batch_norm=True)
+    losses = {}
+    for mode in ("none", "pmap", "sharded"):
+        result = jn.fit(model, data, jn.optim.create("sgd", 0.05),
+                        jn.TrainConfig(epochs=1, batch_size=64, parallel=mode, eval_train=False))
+        losses[mode] = result.final["test_loss"]
+    for mode in ("pmap", "sharded"):
+        assert abs(losses[mode] / losses["none"] - 1) < 1e-5, losses

@@ -17,6 +17,8 @@ import uuid
 import warnings
 from pathlib import Path
 
+import jax
+
 from jaxnets import losses, models, optim
 from jaxnets.checkpoint import CorruptCheckpointError
 from jaxnets.cli import options as opt
@@ -25,7 +27,7 @@ from jaxnets.config import LOOPS, MONITORS, CheckpointConfig, TrainConfig
 from jaxnets.epochs import steps_for
 from jaxnets.inference import save_model
 from jaxnets.io import atomic_write_json, atomic_write_jsonl
-from jaxnets.parallel import MODES, device_summary
+from jaxnets.parallel import MODES, device_summary, initialize_distributed
 from jaxnets.figures import plot_run_curves
 from jaxnets.resume import ResumeMismatch
 from jaxnets.steps import NONFINITE_POLICIES
@@ -63,6 +65,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                    help="any other option of the model, NAME=VALUE (repeatable; see `jaxnets list`)")
     _add_optimization(train.add_argument_group("optimization"))
     _add_output(train.add_argument_group("output"))
+    _add_distributed(train.add_argument_group("several processes or hosts"))
     return train
 
 
@@ -97,6 +100,16 @@ def _add_optimization(g) -> None:
                    help="seed of initialization, dropout and data order (0 .. 2^32-1)")
     g.add_argument("--nonfinite", default="halt",
                    help="on a non-finite loss/gradient: halt (exit 3), skip (skip the step), ignore")
+
+
+def _add_distributed(g) -> None:
+    g.add_argument("--coordinator", default=None,
+                   help="HOST:PORT of process 0 for a run over several processes or hosts (jax.distributed; "
+                        "needs --parallel sharded); 'auto' lets JAX read a cluster's settings (e.g. SLURM)")
+    g.add_argument("--num-processes", type=opt.int_at_least("--num-processes", 1), default=None,
+                   help="how many processes take part (with --coordinator HOST:PORT)")
+    g.add_argument("--process-id", type=opt.int_at_least("--process-id", 0), default=None,
+                   help="this process's index, 0 .. N-1 (process 0 writes --out)")
 
 
 def _add_output(g) -> None:
@@ -138,6 +151,7 @@ def check_options(args) -> None:
     if args.overwrite and args.resume:
         raise UsageError("--overwrite: got it with --resume; allowed: one of them (--overwrite starts over, "
                          "--resume continues)")
+    check_distributed_options(args)
     if args.early_stopping is not None and args.validation == 0:
         raise UsageError("--early-stopping: needs a validation split; allowed: with --validation > 0")
     if args.out is not None:
@@ -155,6 +169,41 @@ def check_options(args) -> None:
         except ImportError:
             raise UsageError("--tensorboard: needs the tensorboardX package; allowed: after "
                              "pip install 'jaxnets[tensorboard]'") from None
+
+
+def check_distributed_options(args) -> None:
+    """--coordinator HOST:PORT needs --num-processes and --process-id; all three need --parallel sharded."""
+    given = [name for name in ("coordinator", "num_processes", "process_id") if getattr(args, name) is not None]
+    if not given:
+        return
+    if args.coordinator is None:
+        raise UsageError(f"--{given[0].replace('_', '-')}: got it without --coordinator; allowed: with "
+                         "--coordinator HOST:PORT (or 'auto')")
+    if args.checkpoint_every is not None or args.resume:
+        raise UsageError("--checkpoint-every/--resume: got them with --coordinator; allowed: one process only "
+                         "(checkpoints of a run over several processes are not written yet)")
+    if args.parallel != "sharded":
+        raise UsageError(f"--parallel: got {args.parallel!r} with --coordinator; allowed: 'sharded' (one program "
+                         "over every process's devices)")
+    if args.coordinator != "auto":
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator: got {args.coordinator!r}; allowed: HOST:PORT, e.g. 10.0.0.1:1234, "
+                             "or 'auto'")
+        if args.num_processes is None or args.process_id is None:
+            raise UsageError("--coordinator: got HOST:PORT without --num-processes and --process-id; allowed: "
+                             "all three together")
+        if args.process_id >= args.num_processes:
+            raise UsageError(f"--process-id: got {args.process_id}; allowed: 0 .. {args.num_processes - 1}")
+
+
+def join_processes(args) -> None:
+    """Join the other processes before any JAX computation (jax.distributed needs that)."""
+    if args.coordinator == "auto":
+        import jax
+        jax.distributed.initialize()
+    elif args.coordinator is not None:
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
 def build_run(args):
@@ -213,15 +262,18 @@ def _optimizer_hyperparams(args) -> dict:
 
 
 def run_train(args) -> int:
+    check_distributed_options(args)
+    join_processes(args)
     dataset, model, model_options, tx, config = build_run(args)
-    out = Path(args.out) if args.out else None
+    # Every process trains; process 0 alone writes (the others hold the same replicated state).
+    out = Path(args.out) if args.out and jax.process_index() == 0 else None
     run_config = _run_config(args, model_options, config)
     checkpoint = None
-    if out is not None:
-        if args.overwrite:
+    if args.out:
+        if args.overwrite and out is not None:
             remove_earlier_run(out)
         if args.checkpoint_every is not None or args.resume:
-            checkpoint = CheckpointConfig(str(out / "checkpoints"), every_epochs=args.checkpoint_every or 1,
+            checkpoint = CheckpointConfig(str(Path(args.out) / "checkpoints"), every_epochs=args.checkpoint_every or 1,
                                           keep=args.keep_checkpoints, resume=args.resume)
     recorder = EpochRecorder(out, args.tensorboard, args.progress and not sys.stderr.isatty())
     try:
