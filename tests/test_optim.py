@@ -511,18 +511,24 @@ def test_mask_check_runs_under_jit_and_vmap():
         jax.jit(tx.init)({"w": jnp.ones(3)})
 
 
-def test_adamw_matches_real_torch():
-    torch = pytest.importorskip("torch")
-    lr, steps = 0.05, 50
+def _torch_trajectory(torch, make_optimizer, steps: int) -> list:
+    """Parameters after each of ``steps`` torch updates on the quadratic ½θᵀAθ − bᵀθ (float64)."""
     theta = torch.tensor(X0["quadratic"], dtype=torch.float64, requires_grad=True)
     a, b = torch.tensor(A), torch.tensor(B)
-    opt = torch.optim.AdamW([theta], lr=lr)
-    got_torch = []
+    opt = make_optimizer(theta)
+    trajectory = []
     for _ in range(steps):
         opt.zero_grad()
         (0.5 * theta @ a @ theta - b @ theta).backward()
         opt.step()
-        got_torch.append([theta.detach().numpy().copy()])
+        trajectory.append([theta.detach().numpy().copy()])
+    return trajectory
+
+
+def test_adamw_matches_real_torch():
+    torch = pytest.importorskip("torch")
+    lr, steps = 0.05, 50
+    got_torch = _torch_trajectory(torch, lambda theta: torch.optim.AdamW([theta], lr=lr), steps)
     with jax.enable_x64(True):
         params, loss = _problem("bare-array")
         ours = _trajectory(optim.create("adamw", lr), params, loss, steps)
@@ -687,15 +693,7 @@ def test_rmsprop_with_torch_settings_matches_real_torch():
     # docs/defaults.md: create("rmsprop", lr, decay=0.99, eps_in_sqrt=False) is RMSprop(lr).
     torch = pytest.importorskip("torch")
     lr, steps = 0.01, 50
-    theta = torch.tensor(X0["quadratic"], dtype=torch.float64, requires_grad=True)
-    a, b = torch.tensor(A), torch.tensor(B)
-    opt = torch.optim.RMSprop([theta], lr=lr)
-    got_torch = []
-    for _ in range(steps):
-        opt.zero_grad()
-        (0.5 * theta @ a @ theta - b @ theta).backward()
-        opt.step()
-        got_torch.append([theta.detach().numpy().copy()])
+    got_torch = _torch_trajectory(torch, lambda theta: torch.optim.RMSprop([theta], lr=lr), steps)
     with jax.enable_x64(True):
         params, loss = _problem("bare-array")
         ours = _trajectory(optim.create("rmsprop", lr, decay=0.99, eps_in_sqrt=False), params, loss, steps)
