@@ -148,3 +148,18 @@ def test_log_every_steps_reaches_metrics_jsonl_as_fit_records_them(tmp_path, cap
     result = jn.fit(jn.models.get_model("mlp", output_dim=3, hidden=(8,)), data, jn.optim.create("adam", 1e-3),
                     jn.TrainConfig(epochs=3, batch_size=30, log_every_steps=3))
     assert logged == [[r["step"], r["loss"]] for r in result.step_history]
+
+
+def test_help_shows_defaults_exit_statuses_and_the_version(capsys):
+    """README: --help shows each option's default and the exit statuses; jaxnets --version."""
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: 20)" in text and "(default: adam)" in text
+    assert "exit statuses: 0 done; 2 bad input" in text and "130 interrupted" in text
+    assert "pip install 'jaxnets[tensorboard]'" in text
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    import jaxnets
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"jaxnets {jaxnets.__version__}"
