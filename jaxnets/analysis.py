@@ -31,13 +31,27 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 
-def tail_index(samples: Any, block_size: int | None = None) -> float:
+#: The estimator variants ``tail_index`` computes (see its docstring).
+TAIL_INDEX_VARIANTS = ("ours", "released")
+
+
+def tail_index(samples: Any, block_size: int | None = None, *, variant: str = "ours") -> float:
     """The tail index estimate α̂ of pooled noise samples (module docstring).
 
+    Two variants of the same estimator, which differ where a coordinate is exactly 0
+    (a dead ReLU gives many) and in the block size:
+
+    - ``"ours"``: exact zeros are dropped (log 0 is undefined; they carry no noise),
+      m = ⌊√N⌋ of the remaining N, and the last N mod m samples are left out;
+    - ``"released"``: as the code released with Simsekli et al. 2019 (and used by Zhou
+      et al. 2020): zeros are kept and every log is of |x| + ε with ε = ``np.spacing(1)``
+      (2.2e-16), so each zero contributes log ε ≈ −36; m is the largest divisor of N
+      that is at most √N (every sample is used).
+
     Args:
-      samples: the noise values X_i (any shape; flattened). Zeros are dropped
-        (log 0 is undefined; exactly-zero coordinates carry no noise).
-      block_size: m >= 2; None uses ⌊√N⌋.
+      samples: the noise values X_i (any shape; flattened).
+      block_size: m >= 2; None picks it as the variant says.
+      variant: one of ``TAIL_INDEX_VARIANTS``.
 
     Returns:
       α̂ (a float; NaN when fewer than two blocks are available).
@@ -45,20 +59,41 @@ def tail_index(samples: Any, block_size: int | None = None) -> float:
     >>> rng = np.random.default_rng(0)
     >>> round(tail_index(rng.standard_normal(200_000)), 1), round(tail_index(rng.standard_cauchy(200_000)), 1)
     (2.0, 1.0)
+    >>> round(tail_index(rng.standard_normal(200_000), variant="released"), 1)
+    2.0
     """
+    if variant not in TAIL_INDEX_VARIANTS:
+        raise ValueError(f"variant: got {variant!r}; allowed: {', '.join(TAIL_INDEX_VARIANTS)}")
     x = np.asarray(samples, dtype=np.float64).ravel()
-    x = x[x != 0]
-    n = x.size
-    m = int(math.isqrt(n)) if block_size is None else block_size
+    eps = 0.0
+    if variant == "ours":
+        x = x[x != 0]
+        default_m = int(math.isqrt(x.size))
+    else:
+        eps = float(np.spacing(1))
+        default_m = largest_divisor_at_most(x.size, math.isqrt(x.size))
+    m = default_m if block_size is None else block_size
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2:
         raise ValueError(f"block_size: got {block_size!r}; allowed: an integer >= 2 (or None)")
-    k = n // m
+    k = x.size // m
     if k < 2:
         return math.nan
     x = x[:k * m]
     blocks = x.reshape(k, m).sum(axis=1)
-    inverse = (np.mean(np.log(np.abs(blocks))) - np.mean(np.log(np.abs(x)))) / math.log(m)
+    inverse = (np.mean(np.log(np.abs(blocks) + eps)) - np.mean(np.log(np.abs(x) + eps))) / math.log(m)
     return float(1.0 / inverse)
+
+
+def largest_divisor_at_most(n: int, bound: int) -> int:
+    """The largest d <= bound that divides n (1 when n < 1).
+
+    >>> largest_divisor_at_most(200_000, 447), largest_divisor_at_most(97, 9)
+    (400, 1)
+    """
+    for d in range(min(bound, n), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
 
 
 def minibatch_gradients(loss: Callable[[Any, Any, Any], jax.Array], params: Any, xs: Any, ys: Any) -> jax.Array:

@@ -93,3 +93,21 @@ def test_random_direction_sharpness():
 def test_doctests():
     result = doctest.testmod(analysis)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_released_variant_keeps_zeros_with_an_epsilon_and_divides_n_exactly():
+    """The released-code estimator (Simsekli et al. 2019): log(|x| + spacing(1)) over every sample,
+    m the largest divisor of N at most √N; checked against a direct NumPy transcription."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_t(3, size=10_000)
+    x[rng.random(x.size) < 0.12] = 0.0  # dead ReLU coordinates: exact zeros
+    m = 100  # 10_000 = 100 x 100
+    eps = np.spacing(1)
+    blocks = x.reshape(-1, m).sum(axis=1)
+    expected = 1 / ((np.mean(np.log(np.abs(blocks) + eps)) - np.mean(np.log(np.abs(x) + eps))) / np.log(m))
+    assert analysis.tail_index(x, variant="released") == pytest.approx(expected, rel=1e-12)
+    # The zeros move the released estimate away from ours (which drops them).
+    assert analysis.tail_index(x, variant="released") != pytest.approx(analysis.tail_index(x), rel=0.05)
+    assert analysis.largest_divisor_at_most(10_000, 100) == 100
+    with pytest.raises(ValueError, match="variant: got 'other'"):
+        analysis.tail_index(x, variant="other")
