@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxnets import figures
 from jaxnets.host_memory import retain_freed_memory
 from jaxnets.io import atomic_write_bytes, atomic_write_json, atomic_write_text, replace_marked_block
 
@@ -39,14 +40,8 @@ def save_json(out: Path, results: dict[str, Any]) -> Path:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """A matplotlib figure as PNG, atomically; closes the figure."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    """A matplotlib figure as PNG, atomically; closes the figure (``jaxnets.figures.save_figure``)."""
+    return figures.save_figure(fig, path)
 
 
 def publish_figures(out: Path, name: str, figures: Path = FIGURES) -> list[Path]:

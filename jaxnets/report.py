@@ -21,7 +21,6 @@ figures are drawn, with the non-interactive Agg backend.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -32,7 +31,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxnets import stats
-from jaxnets.io import atomic_write_bytes, atomic_write_text
+from jaxnets.figures import pyplot, save_figure
+from jaxnets.io import atomic_write_text
 
 #: Quantities reported as percentages.
 PERCENT_METRICS = ("final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "final_val_accuracy",
@@ -781,22 +781,6 @@ def _column(curves: Mapping[str, Any], key: str) -> np.ndarray:
     return np.asarray([[_num(v) for v in row] for row in curves[key]], np.float64)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig, path: Path) -> None:
-    """Render to PNG in memory, then write atomically (binary)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 #: ``gid`` of every artist that marks a collapsed run (tests look for it).
 COLLAPSED_GID = "collapsed"
 
@@ -813,7 +797,7 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ...     plot_curves(demo_results(), Path(out) / "curves.png").name
     'curves.png'
     """
-    plt = _pyplot()
+    plt = pyplot()
     classification = _classification(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     right_key = "test_accuracy" if classification else "test_loss"
@@ -847,8 +831,7 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
                  + ("; collapsed seeds dashed, ending in ×" if any_collapsed else ""), fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)  # closes the figure
     return path
 
 
@@ -913,7 +896,7 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ...     plot_summary(demo_results(), Path(out) / "summary.png").stat().st_size > 1000
     True
     """
-    plt = _pyplot()
+    plt = pyplot()
     classification = _classification(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     key_test = primary_metric_of(results)
@@ -943,8 +926,7 @@ def plot_summary(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)  # closes the figure
     return path
 
 
@@ -958,7 +940,7 @@ def plot_sensitivity(results: Mapping[str, Any], path: str | os.PathLike) -> Pat
     ...     plot_sensitivity(demo_results(), Path(out) / "sensitivity.png").name
     'sensitivity.png'
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     metric = _draw_sensitivity(ax, results, with_test=True)
     ax.set_xlabel("learning rate (★ chosen, × collapsed; □ test of the seed runs at 0.5x, 1x, 2x)")
@@ -967,8 +949,7 @@ def plot_sensitivity(results: Mapping[str, Any], path: str | os.PathLike) -> Pat
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)  # closes the figure
     return path
 
 

@@ -299,7 +299,7 @@ def test_best_test_accuracy_only_in_the_appendix_without_paired_tests():
 def drawn(monkeypatch, plot, results, tmp_path):
     """The figure ``plot`` draws, captured before it is saved."""
     figures = []
-    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
     plot(results, tmp_path / "figure.png")
     return figures[0]
 
