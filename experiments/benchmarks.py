@@ -8,8 +8,10 @@ Each benchmark prints one JSON line and the whole run writes
 ``results/benchmarks/results.json`` and ``results/benchmarks/table.md`` (atomically).
 Times are medians over repeats after warm-up; baselines and candidates are measured
 alternately (round-robin) so machine noise hits both. PyTorch runs in a worker process
-that takes its turn in the same round-robin. PyTorch comparisons run only when
-``torch`` is installed (``pip install torch==2.13.0``; never a jaxnets dependency).
+(``experiments/torch_baseline.py``, which imports no JAX) that takes its turn in the same
+round-robin while this process waits, and the same script then times itself alone: the table
+shows the worker's rate against that standalone rate. PyTorch comparisons run only when
+``torch`` is installed (``pip install -e ".[bench]"``; never a jaxnets dependency).
 The CNN and data-parallel benchmarks run in ``--processes`` fresh processes (default 3)
 and report each process's ratio and their median: on a shared machine one process can
 run its memory-bound work much slower than the next for its whole life.
@@ -17,6 +19,7 @@ run its memory-bound work much slower than the next for its whole life.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -32,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnets as jn
-from jaxnets.host_memory import retain_freed_memory
+from jaxnets.host_memory import DEFAULT_THRESHOLD_BYTES, retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
-from jaxnets.profiling import block, compiled_flops, round_robin_medians
+from jaxnets.profiling import block, compiled_flops, cpu_snapshot, other_load, round_robin_medians
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,71 +52,117 @@ def softmax_xent(logits, labels):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
-class TorchInSubprocess:
-    """The PyTorch baseline in its own process, driven one run at a time.
+def torch_env(retained: bool | None = None) -> dict:
+    """The environment of the PyTorch processes: the benchmark's own allocator settings.
 
-    In the same process as JAX, the two runtimes' CPU thread pools compete for the
-    cores and PyTorch's step slows several-fold. In a separate process that only
-    runs when asked, it takes its turn in ``round_robin_medians``' round-robin like any
-    candidate, so the machine's drift (tens of percent here) hits both frameworks alike.
-    Calling the object runs ``steps`` training steps in the worker and waits for them.
+    ``retain_freed_memory`` changes a process with ``mallopt``; glibc reads the same two
+    thresholds from ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` at start-up, so
+    the PyTorch script gets them without importing jaxnets (or JAX). ``retained`` defaults
+    to this process's choice (``--default-malloc``).
+    """
+    if retained is None:
+        retained = not os.environ.get(DEFAULT_MALLOC_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in (DEFAULT_MALLOC_ENV, "MALLOC_MMAP_THRESHOLD_",
+                                                            "MALLOC_TRIM_THRESHOLD_")}
+    if retained:
+        env["MALLOC_MMAP_THRESHOLD_"] = env["MALLOC_TRIM_THRESHOLD_"] = str(DEFAULT_THRESHOLD_BYTES)
+    return env
+
+
+class Served:
+    """One candidate in a process of its own, run on request (``run`` -> ``done`` over a pipe).
+
+    The serving process builds its candidate, prints one JSON line (what it is), then runs
+    it once per ``run`` line; ``stats`` returns its own measurements (page faults). While
+    one candidate runs, this process and every other candidate's process wait idle on
+    their pipes, so no two runtimes share the cores or the allocator, and the candidates
+    still alternate in ``round_robin_medians``' round-robin.
     """
 
-    def __init__(self, model: str, steps: int):
-        self.proc = subprocess.Popen([sys.executable, "-m", "experiments.benchmarks", "--worker-torch", model,
-                                      "--steps", str(steps)], cwd=ROOT, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.proc.stdout.readline())  # the worker is ready
+    def __init__(self, command: list[str], env: dict | None = None):
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{' '.join(command)} exited before it was ready")
+        self.info = json.loads(line)
+
+    def ask(self, request: str) -> str:
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("a benchmark worker exited")
+        return answer.strip()
 
     def __call__(self) -> None:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        if not self.proc.stdout.readline():
-            raise RuntimeError("the PyTorch worker exited")
+        self.ask("run")
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
 
 
-def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
-                              repeats: int) -> dict[str, float]:
-    """``round_robin_medians`` with PyTorch's version of ``model`` as one more candidate, when installed."""
-    if not torch_available():
-        return round_robin_medians(candidates, repeats=repeats)
-    torch_run = TorchInSubprocess(model, steps)
-    try:
-        return round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
-    finally:
-        torch_run.close()
-
-
-def torch_worker(model: str, steps: int) -> None:
-    """Build the PyTorch model, say so, then run ``steps`` steps per "run" line read from stdin."""
-    import torch
-
-    rng = np.random.default_rng(0)
-    if model == "mlp":
-        x = rng.normal(size=(512, 784)).astype(np.float32)
-        y = rng.integers(0, 10, size=512).astype(np.int32)
-        run = torch_mlp_runner(x, y, (784, 1024, 1024, 10), 0.01, 0.9, steps)
-    else:
-        x = rng.normal(size=(256, 28, 28, 1)).astype(np.float32)
-        y = rng.integers(0, 10, size=256).astype(np.int32)
-        run = torch_cnn_runner(x, y, steps)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+def serve(run: Callable[[], None], info: dict) -> None:
+    """The serving side of :class:`Served`: announce ``info``, then answer ``run`` and ``stats``."""
+    runs, faults = 0, 0
+    print(json.dumps(info), flush=True)
     for line in sys.stdin:
         if line.strip() == "run":
-            run()
+            faults += minor_faults(run)
+            runs += 1
             print("done", flush=True)
+        elif line.strip() == "stats":
+            print(json.dumps({"minor_page_faults_per_run": faults / max(runs, 1)}), flush=True)
+
+
+def torch_served(model: str, steps: int, retained: bool | None = None) -> Served:
+    """The PyTorch baseline (``experiments/torch_baseline.py``, no JAX in it) as a :class:`Served`."""
+    return Served([sys.executable, "-m", "experiments.torch_baseline", model, "--serve", "--steps", str(steps)],
+                  env=torch_env(retained))
+
+
+def torch_standalone(model: str, steps: int, repeats: int, retained: bool | None = None) -> dict:
+    """``python -m experiments.torch_baseline MODEL``: PyTorch timing itself, alone (this process waits)."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.torch_baseline", model, "--steps", str(steps),
+                           "--repeats", str(repeats)], cwd=ROOT, env=torch_env(retained), capture_output=True,
+                          text=True, timeout=1200)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
+                              repeats: int) -> tuple[dict[str, float], dict | None]:
+    """``round_robin_medians`` with PyTorch's ``model`` as one more candidate, when installed.
+
+    Returns the medians and, with PyTorch, the standalone script's own measurement taken
+    right after the round-robin (``None`` without PyTorch): the worker's rate must match it.
+    """
+    if not torch_available():
+        return round_robin_medians(candidates, repeats=repeats), None
+    torch_run = torch_served(model, steps)
+    try:
+        times = round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
+    finally:
+        torch_run.close()
+    return times, torch_standalone(model, steps, repeats)
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed, without importing it into this (JAX) process."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def torch_columns(per_step: dict[str, float], standalone: dict | None, jaxnets_name: str) -> dict:
+    """The PyTorch fields of a result: ratio vs jaxnets, and the worker's rate vs the standalone script's."""
+    if standalone is None:
+        return {}
+    return {"ratio_vs_torch_eager": per_step["torch_eager"] / per_step[jaxnets_name],
+            "torch_standalone_steps_per_s": standalone["steps_per_s"],
+            "torch_standalone_minor_page_faults_per_step": standalone["minor_page_faults_per_step"],
+            "torch_threads": standalone["threads"],
+            "torch_worker_vs_standalone": (1.0 / per_step["torch_eager"]) / standalone["steps_per_s"]}
 
 
 # ----------------------------------------------------------------------------- 1-3: MLP step
@@ -172,7 +221,7 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
         block(out)
 
     candidates = {"jaxnets": run_jaxnets, "hand_jax": run_hand, "matmul_peak": run_matmul}
-    times = round_robin_with_torch(candidates, "mlp", steps, repeats=repeats)
+    times, standalone = round_robin_with_torch(candidates, "mlp", steps, repeats=repeats)
     peak = 2.0 * size ** 3 * steps / times.pop("matmul_peak") / 1e9
     flops = compiled_flops(jn.make_train_step(jn.objective_for("multiclass")), box["state"], jbatch)
     per_step = {name: t / steps for name, t in times.items()}
@@ -181,38 +230,8 @@ def mlp_step(repeats: int, steps: int = 20) -> dict:
            "ratio_vs_hand_jax": per_step["hand_jax"] / per_step["jaxnets"], "goal_ratio_vs_hand_jax": 0.95,
            "step_gflop": flops / 1e9, "achieved_gflops": flops / per_step["jaxnets"] / 1e9,
            "matmul_peak_gflops": peak, "fraction_of_matmul_peak": flops / per_step["jaxnets"] / 1e9 / peak}
-    if "torch_eager" in per_step:
-        out["ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step["jaxnets"]
+    out.update(torch_columns(per_step, standalone, "jaxnets"))
     return out
-
-
-def torch_mlp_runner(x, y, widths, lr, mu, steps) -> Callable[[], None]:
-    import torch
-
-    torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(torch.nn.ReLU())
-    net = torch.nn.Sequential(*layers)
-    return torch_training_loop(net, torch.optim.SGD(net.parameters(), lr=lr, momentum=mu), x, y, steps)
-
-
-def torch_training_loop(net, opt, x, y, steps) -> Callable[[], None]:
-    """``steps`` eager PyTorch training steps of ``net`` on one fixed batch (cross-entropy)."""
-    import torch
-
-    tx, ty = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def run():
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(tx), ty).backward()
-            opt.step()
-
-    return run
 
 
 # ----------------------------------------------------------------------------- CNN step
@@ -225,14 +244,16 @@ PROCESSES = 3
 
 def in_fresh_processes(flag: str, repeats: int, processes: int, env: dict | None = None) -> list[dict]:
     """Run ``python -m experiments.benchmarks <flag> --repeats R`` ``processes`` times; their JSON results."""
-    runs = []
-    for _ in range(processes):
-        proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks", flag, "--repeats", str(repeats)],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-        if proc.returncode:
-            raise RuntimeError(proc.stderr[-2000:])
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return runs
+    return [in_fresh_process(flag, repeats, env) for _ in range(processes)]
+
+
+def in_fresh_process(flag: str, repeats: int, env: dict | None = None) -> dict:
+    """One fresh ``python -m experiments.benchmarks <flag> --repeats R``; its JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks", flag, "--repeats", str(repeats)],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def spread(values: list[float]) -> dict:
@@ -241,18 +262,85 @@ def spread(values: list[float]) -> dict:
             "per_process": [float(v) for v in values]}
 
 
+#: The allocator settings the CNN benchmark alternates between, set by set.
+ALLOCATORS = ("retained", "default")
+#: The CNN benchmark's JAX candidates, each served by a process of its own.
+CNN_CANDIDATES = ("jaxnets_auto", "jaxnets_xla", "hand_jax")
+CNN_STEPS = 5
+
+
 def cnn_step(repeats: int, processes: int = PROCESSES) -> dict:
-    """The CNN benchmark in ``processes`` fresh processes: per-process ratios and their median."""
-    runs = in_fresh_processes("--worker-cnn", repeats, processes)
-    if runs[0].get("skipped"):
-        return runs[0]
-    out = {key: runs[0][key] for key in ("benchmark", "model", "default_conv_impl", "goal_ratio_vs_hand_jax",
-                                        "step_gflop", "goal_ratio_vs_torch_eager") if key in runs[0]}
+    """The CNN benchmark in ``processes`` fresh sets of processes per allocator setting.
+
+    Each set serves every candidate (and PyTorch) from a fresh process of its own. Sets
+    with freed memory retained and with glibc's defaults alternate (retained, default,
+    retained, ...) so the machine's drift hits both; under ``--default-malloc`` only the
+    default kind runs. Each kind gets its per-set ratios and their median.
+    """
+    from jaxnets.models import MODELS
+
+    if "cnn" not in MODELS:
+        return {"benchmark": "cnn_step", "skipped": "no 'cnn' model registered yet"}
+    kinds = ("default",) if os.environ.get(DEFAULT_MALLOC_ENV) else ALLOCATORS
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(processes):
+        for kind in kinds:
+            runs[kind].append(cnn_set(repeats, retained=kind == "retained"))
+    first = runs[kinds[0]][0]
+    out = {key: first[key] for key in ("benchmark", "model", "default_conv_impl", "goal_ratio_vs_hand_jax",
+                                       "step_gflop", "goal_ratio_vs_torch_eager", "temp_mib") if key in first}
     out["processes"] = processes
-    out["steps_per_s_per_process"] = [run["steps_per_s"] for run in runs]
-    out["minor_page_faults_per_step_per_process"] = [run["minor_page_faults_per_step"] for run in runs]
-    out["temp_mib"] = runs[0]["temp_mib"]
-    for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager"):
+    out["allocators"] = {kind: cnn_summary(kind_runs) for kind, kind_runs in runs.items()}
+    return out
+
+
+def cnn_set(repeats: int, *, retained: bool) -> dict:
+    """One set of fresh processes, one per candidate, timed round-robin; then PyTorch standalone."""
+    env = dict(os.environ)
+    env.pop(DEFAULT_MALLOC_ENV, None)
+    if not retained:
+        env[DEFAULT_MALLOC_ENV] = "1"
+    served: dict[str, Served] = {}
+    try:
+        for name in CNN_CANDIDATES:
+            served[name] = Served([sys.executable, "-m", "experiments.benchmarks", "--serve-cnn", name], env=env)
+        if torch_available():
+            served["torch_eager"] = torch_served("cnn", CNN_STEPS, retained)
+        pids = [worker.proc.pid for worker in served.values()]
+        before = cpu_snapshot(pids)
+        times = round_robin_medians(served, repeats=repeats)
+        load = other_load(before, cpu_snapshot(pids))
+        faults = {name: json.loads(served[name].ask("stats"))["minor_page_faults_per_run"] / CNN_STEPS
+                  for name in ("jaxnets_auto", "hand_jax")}
+    finally:
+        for worker in served.values():
+            worker.close()
+    standalone = torch_standalone("cnn", CNN_STEPS, repeats, retained) if "torch_eager" in served else None
+    per_step = {name: t / CNN_STEPS for name, t in times.items()}
+    info = served["jaxnets_auto"].info
+    out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
+           "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
+           "default_conv_impl": "auto",  # the library default: patch GEMMs on CPU, XLA convolutions elsewhere
+           "ratio_vs_hand_jax": per_step["hand_jax"] / per_step["jaxnets_auto"], "goal_ratio_vs_hand_jax": 0.95,
+           "step_gflop": info["step_gflop"], "temp_mib": info["temp_mib"],
+           # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
+           # mmap threshold maps them afresh on every call (jaxnets.host_memory).
+           "minor_page_faults_per_step": faults, "host_memory_retained": retained, "other_load": load}
+    out.update(torch_columns(per_step, standalone, "jaxnets_auto"))
+    if standalone is not None:
+        out["goal_ratio_vs_torch_eager"] = 1.0
+        out["xla_conv_ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step["jaxnets_xla"]
+    return out
+
+
+def cnn_summary(runs: list[dict]) -> dict:
+    """Per-set rates and faults, and each ratio's median and spread over the sets."""
+    out = {"steps_per_s_per_process": [run["steps_per_s"] for run in runs],
+           "minor_page_faults_per_step_per_process": [run["minor_page_faults_per_step"] for run in runs],
+           "torch_standalone_steps_per_s_per_process": [run.get("torch_standalone_steps_per_s") for run in runs],
+           "other_load_per_process": [run["other_load"] for run in runs]}
+    for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager",
+                "torch_worker_vs_standalone"):
         if key in runs[0]:
             out[key] = float(np.median([run[key] for run in runs]))
             out[key + "_spread"] = spread([run[key] for run in runs])
@@ -270,55 +358,38 @@ def minor_faults(run: Callable[[], None]) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
-def cnn_step_worker(repeats: int, steps: int = 5) -> dict:
-    """CNN on 28x28x1, batch 256, Adam: conv3x3-32, relu, maxpool2, conv3x3-64, relu, maxpool2, dense 256, dense 10."""
-    from jaxnets.models import MODELS, get_model
+def cnn_candidate(name: str, steps: int = CNN_STEPS) -> tuple[Callable[[], None], dict]:
+    """CNN on 28x28x1, batch 256, Adam: conv3x3-32, relu, maxpool2, conv3x3-64, relu, maxpool2, dense 256, dense 10.
 
-    if "cnn" not in MODELS:
-        return {"benchmark": "cnn_step", "skipped": "no 'cnn' model registered yet"}
+    ``jaxnets_<impl>``: the library's CNN with ``conv_impl=<impl>``; ``hand_jax``: the same
+    network written directly with lax.conv_general_dilated and reduce_window. Returns the
+    candidate's run (``steps`` steps) and what it is (FLOPs and temporaries of jaxnets' step).
+    """
+    from jaxnets.models import get_model
+
     rng = np.random.default_rng(0)
     batch = 256
     x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, size=batch).astype(np.int32)
+    if name == "hand_jax":
+        return hand_cnn_runner(x, y, steps), {"candidate": name}
+    impl = name.removeprefix("jaxnets_")
     jbatch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones((batch,), jnp.float32)}
     step_fn = jn.make_train_step(jn.objective_for("multiclass"))
     step = jax.jit(step_fn, donate_argnums=0)
-    box = {}
-    candidates = {}
-    for impl in ("auto", "patches", "xla"):
-        model = get_model("cnn", output_dim=10, channels=(32, 64), kernel_size=3, pool="max", dense=(256,),
-                          conv_impl=impl)
-        box[impl] = jn.create_state(model, jn.optim.create("adam", 1e-3), x)
+    model = get_model("cnn", output_dim=10, channels=(32, 64), kernel_size=3, pool="max", dense=(256,),
+                      conv_impl=impl)
+    box = {"state": jn.create_state(model, jn.optim.create("adam", 1e-3), x)}
+    info = {"candidate": name, "step_gflop": compiled_flops(step_fn, box["state"], jbatch) / 1e9,
+            "temp_mib": step.lower(box["state"], jbatch).compile().memory_analysis().temp_size_in_bytes / 2**20}
 
-        def run(impl=impl):
-            s = box[impl]
-            for _ in range(steps):
-                s, _ = step(s, jbatch)
-            box[impl] = block(s)
+    def run():
+        s = box["state"]
+        for _ in range(steps):
+            s, _ = step(s, jbatch)
+        box["state"] = block(s)
 
-        candidates[f"jaxnets_{impl}"] = run
-
-    hand = hand_cnn_runner(x, y, steps)
-    candidates["hand_jax"] = hand
-    times = round_robin_with_torch(candidates, "cnn", steps, repeats=repeats)
-    per_step = {name: t / steps for name, t in times.items()}
-    faults = {name: minor_faults(candidates[name]) / steps for name in ("jaxnets_auto", "hand_jax")}
-    default_impl = "auto"  # the library default: patch GEMMs on CPU, XLA convolutions elsewhere
-    out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
-           "steps_per_s": {name: 1.0 / t for name, t in per_step.items()},
-           "default_conv_impl": default_impl,
-           "ratio_vs_hand_jax": per_step["hand_jax"] / per_step[f"jaxnets_{default_impl}"],
-           "goal_ratio_vs_hand_jax": 0.95,
-           "step_gflop": compiled_flops(step_fn, box[default_impl], jbatch) / 1e9,
-           # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
-           # mmap threshold maps them afresh on every call (jaxnets.host_memory).
-           "minor_page_faults_per_step": faults,
-           "temp_mib": step.lower(box[default_impl], jbatch).compile().memory_analysis().temp_size_in_bytes / 2**20}
-    if "torch_eager" in per_step:
-        out["ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step[f"jaxnets_{default_impl}"]
-        out["goal_ratio_vs_torch_eager"] = 1.0
-        out["xla_conv_ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step["jaxnets_xla"]
-    return out
+    return run, info
 
 
 def hand_cnn_runner(x, y, steps) -> Callable[[], None]:
@@ -371,18 +442,6 @@ def hand_cnn_runner(x, y, steps) -> Callable[[], None]:
         box["s"] = block((p, m, v, t))
 
     return run
-
-
-def torch_cnn_runner(x, y, steps) -> Callable[[], None]:
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(7 * 7 * 64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    # PyTorch convolutions are channels-first: NHWC -> NCHW.
-    return torch_training_loop(net, torch.optim.Adam(net.parameters(), lr=1e-3), x.transpose(0, 3, 1, 2), y, steps)
 
 
 # ----------------------------------------------------------------------------- 4: tiny model
@@ -657,27 +716,38 @@ def table(results: list[dict]) -> str:
     """A markdown table of the headline ratio of each benchmark against its goal."""
     lines = ["| benchmark | measured | goal | met |", "| --- | --- | --- | --- |"]
 
-    def row(name, value, goal, higher_is_better=True, spread=None):
-        met = value >= goal if higher_is_better else value <= goal
+    def row(name, value, goal, higher_is_better=True, spread=None, goal_text=None):
+        values = spread["per_process"] if spread else [value]
+        if goal_text:  # a band: every process inside it
+            met = all(goal[0] <= v <= goal[1] for v in values)
+        else:  # a bound: the median, and every process, on its side of it
+            met = all((v >= goal) if higher_is_better else (v <= goal) for v in [value, *values])
         shown = f"{value:.3g}"
         if spread:  # the median of fresh processes, and each of them
-            shown += f" (median of {len(spread['per_process'])} processes: " \
-                     + ", ".join(f"{v:.3g}" for v in spread["per_process"]) + ")"
-        lines.append(f"| {name} | {shown} | {'>=' if higher_is_better else '<='} {goal:g} | {'yes' if met else 'no'} |")
+            shown += f" (median of {len(values)} processes: " + ", ".join(f"{v:.3g}" for v in values) + ")"
+        bound = goal_text or f"{'>=' if higher_is_better else '<='} {goal:g}"
+        lines.append(f"| {name} | {shown} | {bound} | {'yes' if met else 'no'} |")
+
+    def step_rows(name, r):
+        row(f"{name}: jaxnets / hand-written JAX (steps/s)", r["ratio_vs_hand_jax"], 0.95,
+            spread=r.get("ratio_vs_hand_jax_spread"))
+        if "ratio_vs_torch_eager" in r:
+            row(f"{name}: jaxnets / PyTorch eager (steps/s)", r["ratio_vs_torch_eager"],
+                r.get("goal_ratio_vs_torch_eager", 1.0), spread=r.get("ratio_vs_torch_eager_spread"))
+            row(f"{name}: PyTorch worker / standalone PyTorch script (steps/s)", r["torch_worker_vs_standalone"],
+                (0.9, 1.1), spread=r.get("torch_worker_vs_standalone_spread"), goal_text="0.9 to 1.1")
 
     for r in results:
         b = r["benchmark"]
         if r.get("skipped"):
             lines.append(f"| {b} | skipped: {r['skipped']} | | |")
-        elif b in ("mlp_step", "cnn_step"):
-            row(f"{b}: jaxnets / hand-written JAX (steps/s)", r["ratio_vs_hand_jax"], 0.95,
-                spread=r.get("ratio_vs_hand_jax_spread"))
-            if "ratio_vs_torch_eager" in r:
-                row(f"{b}: jaxnets / PyTorch eager (steps/s)", r["ratio_vs_torch_eager"],
-                    r.get("goal_ratio_vs_torch_eager", 1.0), spread=r.get("ratio_vs_torch_eager_spread"))
-            if b == "mlp_step":
-                lines.append(f"| mlp_step: fraction of measured matmul peak | {r['fraction_of_matmul_peak']:.3g} "
-                             f"({r['achieved_gflops']:.0f} of {r['matmul_peak_gflops']:.0f} GFLOP/s) | | |")
+        elif b == "mlp_step":
+            step_rows(b, r)
+            lines.append(f"| mlp_step: fraction of measured matmul peak | {r['fraction_of_matmul_peak']:.3g} "
+                         f"({r['achieved_gflops']:.0f} of {r['matmul_peak_gflops']:.0f} GFLOP/s) | | |")
+        elif b == "cnn_step":
+            for kind, summary in r["allocators"].items():
+                step_rows(f"cnn_step ({ALLOCATOR_TEXT[kind]})", summary)
         elif b == "tiny_fused":
             row("tiny_fused: scan-fused fit / Python-loop fit (speed-up)", r["fused_speedup_vs_python_loop"], 15.0)
             row("tiny_fused: scan-fused fit / hand-written scan (slowdown)", r["fused_slowdown_vs_hand_scan"], 1.5,
@@ -693,7 +763,30 @@ def table(results: list[dict]) -> str:
                              + " | no worse than hand-written | "
                              + ("yes" if rel["jaxnets_pmap"] >= 0.95 * rel["hand_pmap"]
                                 and rel["jaxnets_sharded"] >= 0.95 * rel["hand_sharded"] else "no") + " |")
+    loads = [(r["benchmark"], r["other_load"]) for r in results if r.get("other_load", {}).get("other_processes")
+             is not None]
+    if loads:
+        lines += ["", "Share of the CPUs used by other processes / taken by the hypervisor (steal) during each "
+                  "benchmark: " + ", ".join(f"{name} {100 * load['other_processes']:.1f}% / {100 * load['steal']:.1f}%"
+                                            for name, load in loads) + "."]
     return "\n".join(lines) + "\n"
+
+
+ALLOCATOR_TEXT = {"retained": "freed memory retained", "default": "glibc's default allocator settings"}
+
+
+#: Share of the machine that other processes (or other guests, "steal") may use during a
+#: benchmark before its numbers are flagged: timings here are only meaningful on a quiet machine.
+QUIET_SHARE = 0.05
+
+
+def warn_if_busy(name: str, load: dict) -> None:
+    """Say on stderr when something else used the machine during benchmark ``name``."""
+    busy = {k: v for k, v in load.items() if v is not None and v > QUIET_SHARE}
+    if busy:
+        print(f"benchmarks: warning: {name}: the machine was not quiet ("
+              + ", ".join(f"{k} used {100 * v:.0f}% of the CPUs" for k, v in busy.items())
+              + "); its timings are not trustworthy", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -707,12 +800,10 @@ def main(argv=None) -> int:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/execution.md (between its markers)")
     parser.add_argument("--worker-data-parallel", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-cnn", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-cnn", choices=CNN_CANDIDATES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's mmap/trim thresholds alone (by default every process of the "
                              "benchmark, PyTorch's included, keeps freed memory: jaxnets.host_memory)")
-    parser.add_argument("--worker-torch", choices=("mlp", "cnn"), default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     if args.default_malloc:
@@ -721,20 +812,20 @@ def main(argv=None) -> int:
     processes = 1 if args.quick else args.processes
     if repeats < 1 or processes < 1:
         parser.error(f"--repeats, --processes: got {repeats}, {processes}; allowed: integers >= 1")
-    if args.worker_torch:
-        torch_worker(args.worker_torch, args.steps)
-        return 0
     if args.worker_data_parallel:
         print(json.dumps(data_parallel_worker(repeats)))
         return 0
-    if args.worker_cnn:
-        print(json.dumps(cnn_step_worker(repeats)))
+    if args.serve_cnn:
+        serve(*cnn_candidate(args.serve_cnn))
         return 0
     results = []
     for name in args.only or list(BENCHMARKS):
-        tick = time.perf_counter()
+        before = cpu_snapshot()
         result = BENCHMARKS[name](repeats, processes) if name in MULTI_PROCESS else BENCHMARKS[name](repeats)
-        result["seconds"] = time.perf_counter() - tick
+        after = cpu_snapshot()
+        result["seconds"] = after.wall - before.wall
+        result["other_load"] = other_load(before, after)
+        warn_if_busy(name, result["other_load"])
         print(json.dumps(result), flush=True)
         results.append(result)
     out = Path(args.out)

@@ -5,12 +5,19 @@ as its baseline, because shared machines are noisy.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 
 def compiled_flops(fn: Callable, *args, **kwargs) -> float:
@@ -96,4 +103,67 @@ def matmul_peak_gflops(size: int = 2048, dtype=jnp.float32, repeats: int = 7) ->
     return 2.0 * size ** 3 / seconds / 1e9
 
 
-__all__ = ["compiled_flops", "block", "median_time", "matmul_peak_gflops", "round_robin_medians"]
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the whole machine and by this process (with its waited children).
+
+    Two snapshots bracket a measurement; :func:`other_load` turns them into the share of
+    the machine that something else used meanwhile. ``machine_busy`` and ``steal`` are
+    None where ``/proc/stat`` is missing (not Linux).
+    """
+
+    wall: float
+    ours: float
+    machine_busy: float | None
+    steal: float | None
+
+
+def cpu_snapshot(pids: Sequence[int] = ()) -> CpuSnapshot:
+    """Now: wall clock, the CPU seconds of this process, its waited-for children and ``pids``, and ``/proc/stat``.
+
+    Args:
+      pids: running processes to count as ours as well (children not yet waited for,
+        such as workers serving requests); give the same ones to both snapshots.
+
+    >>> cpu_snapshot().wall > 0
+    True
+    """
+    if resource is None:  # Windows: no rusage, no /proc
+        return CpuSnapshot(time.perf_counter(), 0.0, None, None)
+    ours = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+    busy = steal = None
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:  # utime and stime: fields 14 and 15
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ours += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        ticks = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle, iowait, steal
+        busy = (sum(fields[:8]) - fields[3] - fields[4] - fields[7]) / ticks
+        steal = fields[7] / ticks
+    except (OSError, ValueError, IndexError):
+        pass
+    return CpuSnapshot(time.perf_counter(), ours, busy, steal)
+
+
+def other_load(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float | None]:
+    """Share of the machine's CPU time between two snapshots used by others than this process tree.
+
+    ``other_processes``: CPU time of every other process, over wall time x CPU count;
+    ``steal``: time the hypervisor gave this virtual machine's CPUs to other guests, on
+    the same scale. A timing is trustworthy only when both are near zero. Children count
+    only once they have been waited for, so take ``end`` after they exit. None where the
+    machine's totals cannot be read.
+    """
+    capacity = (end.wall - start.wall) * (os.cpu_count() or 1)
+    if start.machine_busy is None or end.machine_busy is None or capacity <= 0:
+        return {"other_processes": None, "steal": None}
+    others = (end.machine_busy - start.machine_busy) - (end.ours - start.ours)
+    return {"other_processes": max(others, 0.0) / capacity, "steal": (end.steal - start.steal) / capacity}
+
+
+__all__ = ["CpuSnapshot", "block", "compiled_flops", "cpu_snapshot", "matmul_peak_gflops", "median_time",
+           "other_load", "round_robin_medians"]

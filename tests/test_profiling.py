@@ -36,3 +36,32 @@ def test_round_robin_medians_times_each_candidate_in_turns():
     assert medians["slow"] >= 0.02 > medians["fast"] >= 0.0
     with pytest.raises(ValueError, match=r"^repeats: got 0; allowed: an int >= 1"):
         jn.profiling.round_robin_medians({"a": lambda: None}, repeats=0)
+
+
+def test_other_load_is_the_share_others_used_by_closed_form(monkeypatch):
+    from jaxnets.profiling import CpuSnapshot, other_load
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    start, end = CpuSnapshot(10.0, 1.0, 100.0, 5.0), CpuSnapshot(12.0, 2.0, 103.0, 5.4)
+    load = other_load(start, end)  # 3 s busy, 1 s ours, over 2 s x 2 CPUs
+    assert load["other_processes"] == pytest.approx(0.5) and load["steal"] == pytest.approx(0.1)
+    assert other_load(CpuSnapshot(0.0, 0.0, None, None), end) == {"other_processes": None, "steal": None}
+
+
+def test_other_load_sees_a_busy_process_that_is_not_ours():
+    import os
+    import subprocess
+    import sys
+
+    from jaxnets.profiling import cpu_snapshot, other_load
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat (Linux)")
+    start = cpu_snapshot()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"])
+    time.sleep(1.2)
+    end = cpu_snapshot()  # before wait(): the child is still "another process"
+    busy.wait()
+    assert other_load(start, end)["other_processes"] > 0.3 / os.cpu_count()
+    quiet = cpu_snapshot()
+    assert cpu_snapshot().ours >= quiet.ours
