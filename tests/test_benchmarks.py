@@ -1,0 +1,80 @@
+"""The benchmark harness: what the docs promise about how it measures (not the speeds themselves)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import benchmarks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_pytorch_script_imports_no_jax():
+    code = "import sys, experiments.torch_baseline as t; t.batch('cnn'); print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_pytorch_gets_the_same_allocator_thresholds_through_the_environment():
+    retained = benchmarks.torch_env(True)
+    assert retained["MALLOC_MMAP_THRESHOLD_"] == retained["MALLOC_TRIM_THRESHOLD_"] \
+        == str(benchmarks.DEFAULT_THRESHOLD_BYTES)
+    default = benchmarks.torch_env(False)
+    assert "MALLOC_MMAP_THRESHOLD_" not in default and benchmarks.DEFAULT_MALLOC_ENV not in default
+
+
+def test_a_served_candidate_runs_on_request_and_reports_its_faults():
+    code = "from experiments.benchmarks import serve; serve(lambda: None, {'candidate': 'noop'})"
+    worker = benchmarks.Served([sys.executable, "-c", code])
+    try:
+        assert worker.info == {"candidate": "noop"}
+        worker()
+        worker()
+        assert json.loads(worker.ask("stats"))["minor_page_faults_per_run"] >= 0
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+
+
+def _cnn_result(ratios, fair):
+    spread = lambda values: benchmarks.spread(values)  # noqa: E731
+    summary = {"ratio_vs_hand_jax": 3.0, "ratio_vs_hand_jax_spread": spread([3.0] * len(ratios)),
+               "ratio_vs_torch_eager": float(sorted(ratios)[len(ratios) // 2]),
+               "ratio_vs_torch_eager_spread": spread(ratios),
+               "torch_worker_vs_standalone": float(sorted(fair)[len(fair) // 2]),
+               "torch_worker_vs_standalone_spread": spread(fair)}
+    return {"benchmark": "cnn_step", "goal_ratio_vs_torch_eager": 1.0, "allocators": {"retained": summary},
+            "other_load": {"other_processes": 0.01, "steal": 0.0}}
+
+
+def test_a_bound_is_met_only_when_every_process_meets_it():
+    lines = benchmarks.table([_cnn_result([1.6, 1.7, 0.9], [1.0, 1.0, 1.0])]).splitlines()
+    torch_row = next(line for line in lines if "PyTorch eager (steps/s)" in line)
+    assert torch_row.endswith("| >= 1 | no |")  # median 1.6, but one process at 0.9
+    median_row = next(line for line in lines if "median of the processes" in line)
+    assert median_row.endswith("| >= 1.5 | yes |")
+    fair_row = next(line for line in lines if "standalone PyTorch script" in line)
+    assert fair_row.endswith("| 0.9 to 1.1 | yes |")
+    lines = benchmarks.table([_cnn_result([1.6, 1.7, 1.2], [1.0, 0.8, 1.0])]).splitlines()
+    assert next(line for line in lines if "PyTorch eager (steps/s)" in line).endswith("| yes |")
+    assert next(line for line in lines if "standalone PyTorch script" in line).endswith("| no |")
+    assert lines[-1].startswith("Share of the CPUs used by other processes") and "cnn_step 1.0% / 0.0%" in lines[-1]
+
+
+def test_a_busy_machine_is_reported(capsys):
+    benchmarks.warn_if_busy("mlp_step", {"other_processes": 0.3, "steal": 0.0})
+    assert "mlp_step: the machine was not quiet (other_processes used 30% of the CPUs)" in capsys.readouterr().err
+    benchmarks.warn_if_busy("mlp_step", {"other_processes": 0.01, "steal": None})
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks"])
+def test_each_probe_variant_changes_what_it_says(variant):
+    from experiments import cnn_process_probe as probe
+
+    argv, env = probe.command(variant)
+    assert {"default": "--default-malloc" in argv, "no_aslr": argv[0] == "setarch" and "-R" in argv,
+            "huge_pages": env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
+            "small_chunks": "--small-chunks" in argv}[variant]
