@@ -175,3 +175,23 @@ def test_resume_refuses_a_different_augment(tmp_path):
     for other, shown in ((None, "None"), (_shift, "'tests.test_augment._shift'")):
         with pytest.raises(ResumeMismatch, match=f"^augment: got {shown}; the checkpoint being resumed has 'crop_flip'"):
             jn.fit(_cnn(), data, tx, jn.TrainConfig(epochs=2, batch_size=8, augment=other), checkpoint=resume)
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_cli_takes_augment_and_refuses_unknown_names_in_one_line(command, tmp_path, capsys):
+    from jaxnets.cli import main
+
+    args = [command, "--dataset", "iris", "--out", str(tmp_path / "out"), "--augment", "mixup"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "augment: got 'mixup'; allowed: None, 'crop_flip' or a callable (key, x) -> x" in error
+    assert "\n" not in error and not (tmp_path / "out").exists()
+    assert "--augment" in main_help(command, capsys)
+
+
+def main_help(command: str, capsys) -> str:
+    from jaxnets.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out

@@ -45,9 +45,14 @@ def test_cifar10_study_runs_end_to_end(tmp_path, monkeypatch):
     assert results["model"]["load_options"]["validation"] == pytest.approx(0.1)
     for arm in results["arms"]:
         assert arm["runs"]["seeds"] == [0, 1]
-        selection = arm["selection"]
+        # The rate is chosen on validation numbers only: the grid holds no test number, and the
+        # chosen rate is a grid point with the best validation score.
+        selection, grid = arm["selection"], arm["selection"]["grid"]
         assert selection["metric"] == "val_accuracy"
-        json.dump(selection, open(f"/tmp/cifar_sel_{arm['label']}.json", "w"), default=str)
+        assert not any("test" in key for row in grid for key in row)
+        best = max(row["score"] for row in grid if row["score"] is not None)
+        chosen = selection["chosen"]["learning_rate"]
+        assert selection["chosen_score"] == best == next(r["score"] for r in grid if r["learning_rate"] == chosen)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -66,6 +71,15 @@ def test_malformed_batch_is_refused(tmp_path, capsys):
     (tmp_path / "data_batch_3").write_bytes(b"not a pickle")
     assert job.main(["--dataset", "cifar10", "--data-dir", str(tmp_path)]) == 2
     assert "data_batch_3: got a truncated or corrupt pickle" in capsys.readouterr().err
+
+
+def test_default_run_is_the_documented_one():
+    assert job.CIFAR10_OUT == Path("results/optimizer_comparison_cifar10")
+    assert job.CIFAR10_OPTIMIZERS == ("sgd", "momentum", "adam", "adagrad", "adam_eps")
+    assert job.CIFAR10_VALIDATION * 50000 == 5000 and job.CIFAR10_AUGMENT == "crop_flip"
+    assert job.CIFAR10_DEFAULT == {"model": {"channels": (64, 128, 256), "convs": 2, "dense": (256,)},
+                                   "protocol": {"epochs": 30, "batch_size": 128, "schedule": "constant"}}
+    assert job.CIFAR10_PROTOCOL == {}  # the library's grid settings
 
 
 def test_wilson_preset_is_the_documented_table():
