@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxnets import compare, report, stats
+from jaxnets import compare, optim, report, stats
 from jaxnets.host_memory import retain_freed_memory
 
 QUICK_OUT = Path("results/optimizer_comparison")
@@ -241,6 +241,77 @@ def quick(out: Path, *, seeds: int = 5, steps: int = QUICK_STEPS,
 
 
 FULL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad", "adamw", "adam_eps")
+
+# ----------------------------------------------------------------------------- CIFAR-10 (scale path)
+CIFAR10_OUT = Path("results/optimizer_comparison_cifar10")
+#: 5,000 of CIFAR-10's 50,000 training images become the validation split.
+CIFAR10_VALIDATION = 5000 / 50000
+CIFAR10_AUGMENT = "crop_flip"
+CIFAR10_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "adam_eps")
+#: The default run: the registry's small VGG, 30 epochs of batch 128, constant schedule.
+CIFAR10_DEFAULT = {"model": {"channels": (64, 128, 256), "convs": 2, "dense": (256,)},
+                   "protocol": {"epochs": 30, "batch_size": 128, "schedule": "constant"}}
+#: Named GPU presets (docs/optimizer_comparison.md, "CIFAR-10 scale path", says where each value comes from).
+CIFAR10_PRESETS = {
+    "wilson_cifar10": {
+        # cifar.torch's vgg_bn_drop layout (13 convs), as Wilson et al. 2017 used for CIFAR-10.
+        "model": {"channels": (64, 128, 256, 512, 512), "convs": (2, 2, 3, 3, 3), "dense": (512,),
+                  "dropout_rate": 0.5},
+        "protocol": {"epochs": 250, "batch_size": 128, "schedule": "step", "decay_rate": 0.5, "decay_epochs": 25,
+                     "l2": 5e-4},
+    },
+}
+#: Grid settings of ComparisonConfig for the CIFAR-10 studies (empty: the library's defaults).
+CIFAR10_PROTOCOL: dict[str, Any] = {}
+
+
+def cifar10(out: Path, data_dir: Path, *, preset: str | None = None, seeds: int = 5, epochs: int | None = None,
+            channels: Sequence[int] | None = None, optimizers: Sequence[str] = CIFAR10_OPTIMIZERS,
+            selection_seeds: int = QUICK_SELECTION_SEEDS) -> Path:
+    """The quick protocol's structure on CIFAR-10 from ``data_dir``, augmentation on; returns the report's path.
+
+    ``preset`` (a key of ``CIFAR10_PRESETS``) replaces the default model and budget; ``epochs``
+    and ``channels`` override them (e.g. for a small trial).
+    """
+    chosen = CIFAR10_PRESETS[preset] if preset else CIFAR10_DEFAULT
+    model_options = dict(chosen["model"])
+    if channels is not None:
+        model_options["channels"] = tuple(channels)
+        if isinstance(model_options["convs"], tuple):
+            model_options["convs"] = model_options["convs"][0]
+    protocol = {**chosen["protocol"], **({"epochs": epochs} if epochs else {})}
+    arms = arms_for(optimizers, recipe=False, quick=True)
+    labels = [a.label for a in arms]
+    settings = {"eval_every": max(1, protocol["epochs"] // 10), "seeds": seeds, "selection_seeds": selection_seeds,
+                **protocol, **CIFAR10_PROTOCOL}
+    config = compare.ComparisonConfig(augment=CIFAR10_AUGMENT, pairs=_pairs(labels), **settings)
+    selection_seeds = config.selection_seeds
+    extra = {"title": f"Optimizer comparison: CIFAR-10, vgg{' (' + preset + ')' if preset else ''}",
+             "budget_note": f"CIFAR-10 from {data_dir}: vgg {model_options}, {config.epochs} epochs of batch "
+                            f"{config.batch_size}, schedule {config.schedule}, augmentation {CIFAR10_AUGMENT} "
+                            f"(training batches only), {selection_seeds} selection seeds, {seeds} evaluation seeds.",
+             # Only the literature claims that are not MNIST-1D's apply (Wilson et al.'s were made on CIFAR-10).
+             "published": published_mnist1d("vgg", labels, "other"),
+             "notes": ["Augmentation: 4-pixel random crop and horizontal flip inside the compiled train step; "
+                       "validation and test images are never augmented.",
+                       "5,000 of the 50,000 training images form the validation split the learning rate is chosen "
+                       "on (stratified, split seed 0); the test batch is used only for the reported numbers."]}
+    run_study(f"cifar10_vgg_{preset or 'default'}", "cifar10", "vgg", model_options, arms, config, out,
+              validation=CIFAR10_VALIDATION, load_options={"data_dir": str(data_dir)}, extra=extra)
+    return out / "report.md"
+
+
+def check_cifar10_dir(data_dir: Path | None) -> str | None:
+    """None if ``data_dir`` holds readable CIFAR-10 python batches, else the one-line reason."""
+    import jaxnets as jn
+
+    if data_dir is None:
+        return "--data-dir: got nothing; allowed: the folder holding the CIFAR-10 python batches (with --dataset cifar10)"
+    try:
+        jn.data.load("cifar10", data_dir=data_dir)
+    except (FileNotFoundError, ValueError) as error:
+        return f"--data-dir: {' '.join(str(error).split())}"
+    return None
 
 
 def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence[str] = ("mlp", "cnn1d"),
@@ -483,7 +554,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zhou", action="store_true",
                         help="tail index and sharpness of SGD and Adam (Zhou et al. 2020) at the learning rates "
                              "the quick comparison chose (run it first)")
+    parser.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "cifar10"),
+                        help="cifar10: the scale path (VGG, crop+flip augmentation) on files in --data-dir")
+    parser.add_argument("--data-dir", type=Path, default=None, help="--dataset cifar10: the CIFAR-10 python batches")
+    parser.add_argument("--preset", default=None, choices=sorted(CIFAR10_PRESETS),
+                        help="--dataset cifar10: a named GPU configuration (wilson_cifar10: Wilson et al. 2017)")
+    parser.add_argument("--epochs", type=int, default=None, help="--dataset cifar10: epochs per run")
+    parser.add_argument("--channels", default=None, help="--dataset cifar10: VGG stage widths, e.g. 32,64")
+    parser.add_argument("--optimizers", default=None, help="--dataset cifar10: arms, e.g. sgd,adam")
     args = parser.parse_args(argv)
+    if args.dataset == "cifar10":
+        return _main_cifar10(args)
     retain_freed_memory()  # an experiment owns its process (jaxnets.host_memory)
     if args.seeds < 2:
         print(f"optimizer_comparison: error: --seeds: got {args.seeds}; allowed: an integer >= 2", file=sys.stderr)
@@ -506,6 +587,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
     if args.update_docs:
         update_docs(path.parent, block="zhou" if args.zhou else "full" if args.full else "quick")
+    return 0
+
+
+def _main_cifar10(args: argparse.Namespace) -> int:
+    """``--dataset cifar10``: every argument and the data are checked before any training."""
+    def refuse(message: str) -> int:
+        print(f"optimizer_comparison: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.full or args.zhou or args.update_docs or args.steps is not None:
+        return refuse("--dataset cifar10: got --full/--zhou/--update-docs/--steps; allowed: --preset, --epochs, "
+                      "--channels, --optimizers, --seeds, --out")
+    if args.seeds < 2:
+        return refuse(f"--seeds: got {args.seeds}; allowed: an integer >= 2")
+    if args.epochs is not None and args.epochs < 1:
+        return refuse(f"--epochs: got {args.epochs}; allowed: an integer >= 1")
+    channels = optimizers = None
+    try:
+        channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    except ValueError:
+        return refuse(f"--channels: got {args.channels!r}; allowed: comma-separated integers >= 1, e.g. 32,64")
+    if channels is not None and min(channels) < 1:
+        return refuse(f"--channels: got {args.channels!r}; allowed: comma-separated integers >= 1, e.g. 32,64")
+    if args.optimizers:
+        optimizers = tuple(args.optimizers.split(","))
+        known = set(optim.OPTIMIZERS) | {"adam_eps"}
+        if not set(optimizers) <= known:
+            return refuse(f"--optimizers: got {args.optimizers!r}; allowed: names from {', '.join(sorted(known))}")
+    reason = check_cifar10_dir(args.data_dir)
+    if reason:
+        return refuse(reason)
+    retain_freed_memory()
+    started = time.perf_counter()
+    path = cifar10(args.out or CIFAR10_OUT, args.data_dir, preset=args.preset, seeds=args.seeds, epochs=args.epochs,
+                   channels=channels, optimizers=optimizers or CIFAR10_OPTIMIZERS)
+    print_conclusions(path.parent / "results.json")
+    print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

@@ -247,6 +247,11 @@ class ComparisonConfig:
         its grid neighbours (one more population).
       sensitivity_factors: the chosen rate times each factor is also trained on the
         evaluation seeds (one more population) and tested; () skips it.
+      decay_rate, decay_epochs: the "step" and "exponential" schedules' factor and
+        period in epochs (the rate is multiplied by ``decay_rate`` every
+        ``decay_epochs`` epochs); None for the other schedules.
+      augment: the training batches' augmentation (``TrainConfig.augment``: None,
+        "crop_flip" or a callable), the same for every arm and never at evaluation.
     """
 
     epochs: int = 20
@@ -267,6 +272,10 @@ class ComparisonConfig:
     pairs: tuple[tuple[str, str], ...] | None = None
     refine: bool = True
     sensitivity_factors: tuple[float, ...] = (0.5, 2.0)
+    # None by default: results stored before these fields existed compare equal to a new config.
+    decay_rate: float | None = None
+    decay_epochs: int | None = None
+    augment: Any = None
 
     def __post_init__(self) -> None:
         for name, minimum in (("seeds", 1), ("selection_seeds", 1), ("grid_points", 1),
@@ -292,13 +301,20 @@ class ComparisonConfig:
         if not all(isinstance(f, (int, float)) and f > 0 and f != 1 and math.isfinite(f) for f in factors):
             raise _fail("sensitivity_factors", self.sensitivity_factors, "finite numbers > 0 other than 1")
         object.__setattr__(self, "sensitivity_factors", tuple(float(f) for f in factors))
-        self.train_config()  # TrainConfig checks epochs, batch_size, eval_every, l2
+        decays = self.schedule in ("step", "exponential")
+        if decays != (self.decay_epochs is not None) or decays != (self.decay_rate is not None):
+            raise _fail("decay_epochs", self.decay_epochs, "an int >= 1 with decay_rate in (0, 1] for the step "
+                        "and exponential schedules, None (both) for the others")
+        if decays and (isinstance(self.decay_epochs, bool) or not isinstance(self.decay_epochs, int)
+                       or self.decay_epochs < 1):
+            raise _fail("decay_epochs", self.decay_epochs, "an int >= 1")
+        self.train_config()  # TrainConfig checks epochs, batch_size, eval_every, l2, augment
 
     def train_config(self) -> TrainConfig:
         """The ``TrainConfig`` every population of the comparison uses."""
         # A diverging member runs on with NaN metrics (and is flagged); it must never stop the others.
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, loss=self.loss, l2=self.l2,
-                           eval_every=self.eval_every, eval_train=True, nonfinite="ignore")
+                           eval_every=self.eval_every, eval_train=True, nonfinite="ignore", augment=self.augment)
 
 
 # ----------------------------------------------------------------- helpers
@@ -320,8 +336,10 @@ def selection_metric(data: Dataset) -> str:
 
 def _make_tx(arm: Arm, learning_rate: float, config: ComparisonConfig, num_train: int):
     total = steps_for(num_train, config.batch_size, config.epochs)
+    decay = {} if config.decay_epochs is None else {
+        "decay_rate": config.decay_rate, "step_size": config.decay_epochs * steps_for(num_train, config.batch_size, 1)}
     return optim.create(arm.optimizer, learning_rate, schedule=config.schedule, total_steps=total,
-                        **arm.hyperparams)
+                        **decay, **arm.hyperparams)
 
 
 def _check_search_names(arm: Arm, tx) -> None:
@@ -1020,7 +1038,9 @@ def run_comparison(model: nn.Module, data: Dataset, arms: Sequence[Arm], config:
                 if r["runs"] and "shared_with" not in r["runs"])
     config_record = dataclasses.asdict(config)
     config_record["pairs"] = [list(p) for p in pairs]
-    config_record["train_config"] = dataclasses.asdict(config.train_config())
+    config_record["train_config"] = config.train_config().to_json()
+    if callable(config.augment):
+        config_record["augment"] = config_record["train_config"]["augment"]
     config_record["steps_per_run"] = steps
     config_record["selection_seeds_list"] = selection_seeds
     config_record["evaluation_seeds"] = list(range(config.seeds))

@@ -12,6 +12,7 @@ import os
 from typing import Any, Callable
 
 from jaxnets import losses
+from jaxnets.augment import get_augmentation
 from jaxnets.checks import check_choice, check_int, check_number, check_seed, fail
 from jaxnets.models.activations import HEADS
 from jaxnets.parallel import MODES
@@ -71,6 +72,12 @@ class TrainConfig:
         Dynamic scaling skips a step whose scaled gradients overflow and halves the scale.
       loss_scale_init: the first scale of dynamic scaling.
       loss_scale_period: dynamic scaling doubles the scale after this many finite steps in a row.
+      augment: None, "crop_flip" (4-pixel random crop and horizontal flip, see
+        ``jaxnets.augment``) or your own callable ``augment(key, x) -> x`` on the
+        training batch (N, ...). It runs inside the compiled train step, with a key
+        drawn from the seed and the step (``jaxnets.steps.augment_key``), and never
+        at evaluation. A checkpoint resumes only with the same setting (a callable is
+        compared by its ``module.qualname``).
     """
 
     epochs: int = 10
@@ -97,6 +104,7 @@ class TrainConfig:
     loss_scale: str | float | None = None
     loss_scale_init: float = 2.0 ** 15
     loss_scale_period: int = 2000
+    augment: str | Callable[[Any, Any], Any] | None = None
 
     def __post_init__(self):
         check_int("epochs", self.epochs, minimum=1)
@@ -126,11 +134,12 @@ class TrainConfig:
                 raise fail("loss_scale", self.loss_scale, "None, 'dynamic' or a finite number > 0") from None
         check_number("loss_scale_init", self.loss_scale_init, positive=True)
         check_int("loss_scale_period", self.loss_scale_period, minimum=1)
+        get_augmentation(self.augment)  # None, a known name or a callable, else one line
 
     def to_json(self) -> dict:
-        """The config as JSON values (a callable loss or metrics by its qualified name)."""
+        """The config as JSON values (a callable loss, metrics or augment by its qualified name)."""
         out = dataclasses.asdict(self)
-        for name in ("loss", "metrics"):
+        for name in ("loss", "metrics", "augment"):
             if callable(out[name]):
                 out[name] = callable_name(out[name])
         return out

@@ -191,7 +191,8 @@ def fit_population(model: nn.Module, data: Dataset, tx: optax.GradientTransforma
         jax.vmap(lambda seed: run_keys(seed).data)(jnp.asarray(padded_seeds, dtype=jnp.int32)))
 
     traces: dict[str, int] = {}
-    _, _, scan_epochs = epoch_functions(make_train_step(run.objective), run.geometry, traces)
+    _, _, scan_epochs = epoch_functions(make_train_step(run.objective, augment=config.augment), run.geometry,
+                                     traces)
     one_epoch = jax.vmap(lambda state, xs, ys, keys, epoch: scan_epochs(state, xs, ys, keys, epoch, None),
                          in_axes=(0, None, None, 0, None))
     run_epoch = placement.compile(one_epoch, (True, False, False, True, False))

@@ -12,11 +12,34 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnets.augment import get_augmentation
 from jaxnets.objective import Objective
 from jaxnets.state import TrainState, forward
 
 NONFINITE_POLICIES = ("halt", "skip", "ignore")
 _NO_STEP = jnp.iinfo(jnp.int32).max
+#: Folded into the run's dropout key to start the augmentation stream, so that the
+#: augmentation and dropout keys of a step are independent draws.
+AUGMENT_STREAM = 0x617567
+
+
+def augment_key(state: TrainState, axis_name: str | None = None) -> jax.Array:
+    """The augmentation key of the state's current step (and device, under ``pmap``).
+
+    ``fold_in(fold_in(fold_in(dropout_key, AUGMENT_STREAM), step), device index)``:
+    a function of the seed and the step only (so a resumed run draws the same
+    augmentations), different for every step, population member (each has its own
+    ``dropout_key``) and device of a ``pmap`` axis (each shard gets its own draws).
+
+    >>> from jaxnets.state import run_keys
+    >>> state = TrainState(step=jnp.int32(3), params={}, opt_state=(), model_state={},
+    ...                    dropout_key=run_keys(0).dropout, apply_fn=None, tx=None)
+    >>> bool((jax.random.key_data(augment_key(state)) != jax.random.key_data(
+    ...     augment_key(state.replace(step=jnp.int32(4))))).any())
+    True
+    """
+    key = jax.random.fold_in(jax.random.fold_in(state.dropout_key, AUGMENT_STREAM), state.step)
+    return key if axis_name is None else jax.random.fold_in(key, jax.lax.axis_index(axis_name))
 
 
 def tree_finite(tree) -> jnp.ndarray:
@@ -145,7 +168,7 @@ def _gradients(objective: Objective, state: TrainState, batch: dict, dropout_key
 
 
 def make_train_step(objective: Objective, axis_name: str | None = None, nonfinite: str = "ignore", *,
-                    sharded_batch: bool = False) -> Callable:
+                    sharded_batch: bool = False, augment: str | Callable | None = None) -> Callable:
     """The pure step ``(state, batch) -> (state, sums)`` for an objective.
 
     ``batch`` is ``{"x": (B, ...), "y": (B, ...), "mask": (B,)}``; the gradient is that of
@@ -167,11 +190,18 @@ def make_train_step(objective: Objective, axis_name: str | None = None, nonfinit
     and is counted in ``sums`` (``nonfinite_loss``/``_gradients``/``_updates`` and
     ``first_nonfinite_step``); "halt" then makes ``fit`` raise ``NonFiniteError``.
     The check is a select inside the compiled step: no host round trip per step.
+
+    ``augment`` (None, a name of ``jaxnets.augment.AUGMENTATIONS`` or a callable
+    ``(key, x) -> x``) replaces ``batch["x"]`` by ``augment(augment_key(state), x)``
+    before the forward pass; None leaves the step exactly as without the option.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite: got {nonfinite!r}; allowed: {', '.join(NONFINITE_POLICIES)}")
+    augmentation = get_augmentation(augment)
 
     def train_step(state: TrainState, batch: dict):
+        if augmentation is not None:
+            batch = dict(batch, x=augmentation(augment_key(state, axis_name), batch["x"]))
         dropout_key = jax.random.fold_in(state.dropout_key, state.step)
         if axis_name is not None:
             dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
@@ -212,5 +242,5 @@ def make_eval_step(objective: Objective) -> Callable:
     return eval_step
 
 
-__all__ = ["NONFINITE_POLICIES", "tree_finite", "make_train_step", "make_eval_step", "LossScaleState",
+__all__ = ["AUGMENT_STREAM", "NONFINITE_POLICIES", "augment_key", "tree_finite", "make_train_step", "make_eval_step", "LossScaleState",
            "StaticLossScale", "DynamicLossScale", "loss_scaling", "with_loss_scale", "loss_scale_of"]

@@ -477,7 +477,8 @@ def fit(model: nn.Module, data: Dataset, tx: optax.GradientTransformation,
              *([_history_callback(on_epoch_end, history)] if on_epoch_end else [])]
     traces: dict[str, int] = {}
     runner = make_runner(config.parallel, lambda axis: make_train_step(
-        run.objective, axis_name=axis, nonfinite=config.nonfinite, sharded_batch=config.parallel == "sharded"),
+        run.objective, axis_name=axis, nonfinite=config.nonfinite, sharded_batch=config.parallel == "sharded",
+        augment=config.augment),
         run.geometry, loop=config.loop, traces=traces)
     first_epoch = int(state.step) // run.geometry.steps_per_epoch
     loop = TrainingLoop(runner, run, config, run_keys(config.seed).data, manager, checkpoint, hooks, history, started,

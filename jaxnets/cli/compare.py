@@ -94,6 +94,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=opt.int_at_least("--epochs", 1), default=20)
     g.add_argument("--batch-size", type=opt.batch_size, default=100, help="examples per step, or 'full'")
     g.add_argument("--schedule", default="constant", help="constant, step, exponential, cosine")
+    g.add_argument("--augment", default=None, help="augment training batches: crop_flip (4-pixel crop + flip)")
     g.add_argument("--grid-points", type=opt.int_at_least("--grid-points", 1), default=7,
                    help="learning rates in each default grid")
     g.add_argument("--grid-step", type=opt.positive_float("--grid-step"), default=10 ** 0.5,
@@ -155,7 +156,7 @@ def _prepare(args) -> tuple[Any, Any, list, Any, Path, dict]:
             epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seeds=args.seeds,
             selection_seeds=args.selection_seeds, refine=args.refine, grid_points=args.grid_points, grid_step=args.grid_step,
             max_extensions=args.max_extensions, target_loss=args.target_loss, eval_every=args.eval_every,
-            pairs=tuple(args.pair) if args.pair else None)
+            pairs=tuple(args.pair) if args.pair else None, augment=args.augment)
     except ValueError as err:
         raise UsageError(str(err)) from None
     info = {"name": args.model, "options": {k: list(v) if isinstance(v, tuple) else v

@@ -88,6 +88,7 @@ def _add_optimization(g) -> None:
     g.add_argument("--epochs", type=opt.int_at_least("--epochs", 1), default=20, help="passes over the training set")
     g.add_argument("--batch-size", type=opt.batch_size, default=128, help="examples per step, or 'full' for full-batch GD")
     g.add_argument("--drop-remainder", action="store_true", help="drop a last partial batch instead of masking it")
+    g.add_argument("--augment", default=None, help="augment training batches: crop_flip (4-pixel crop + flip)")
     g.add_argument("--log-every-steps", type=opt.int_at_least("--log-every-steps", 1), default=None,
                    help="record every K-th step's training loss (in metrics.jsonl as step_losses, and TensorBoard)")
     g.add_argument("--early-stopping", type=opt.int_at_least("--early-stopping", 1), default=None,
@@ -228,7 +229,7 @@ def build_run(args):
                              l2=args.l2, seed=args.seed, drop_remainder=args.drop_remainder, loop=args.loop,
                              parallel=args.parallel, nonfinite=args.nonfinite,
                              early_stopping_patience=args.early_stopping, monitor=args.monitor,
-                             log_every_steps=args.log_every_steps,
+                             log_every_steps=args.log_every_steps, augment=args.augment,
                              progress=args.progress and sys.stderr.isatty())
         run = prepare(model, dataset, tx, config, num_devices=devices_for(args.parallel))
     except ValueError as err:

@@ -31,12 +31,13 @@ from jaxnets.models.rnn import RecurrentNet
 from jaxnets.models.transformer import DecoderBlock, EncoderBlock, TransformerClassifier, TransformerLM
 from jaxnets.models.cnn import CNN, CNN1D, LeNet
 from jaxnets.models.conv import Conv
+from jaxnets.models.vgg import VGG
 from jaxnets.kernels import avg_pool, global_avg_pool, max_pool
 
 __all__ = [
     "ACTIVATIONS", "COMPUTE_DTYPES", "compute_dtype", "DEFAULT_MLP_HIDDEN", "DEFAULT_NORMAL_STDDEV", "HEADS", "INITIALIZERS",
     "LEAKY_RELU_SLOPE",
-    "LinearRegression", "LogisticRegression", "MLP", "MODELS", "ModelSpec",
+    "LinearRegression", "LogisticRegression", "MLP", "VGG", "MODELS", "ModelSpec",
     "describe", "flatten_features", "get_activation", "get_head", "get_initializer",
     "get_model", "register_model", "RecurrentNet", "DecoderBlock", "EncoderBlock", "TransformerClassifier",
     "TransformerLM", "CNN", "CNN1D", "Conv", "LeNet", "avg_pool", "global_avg_pool", "max_pool",
