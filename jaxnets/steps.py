@@ -242,5 +242,5 @@ def make_eval_step(objective: Objective) -> Callable:
     return eval_step
 
 
-__all__ = ["AUGMENT_STREAM", "NONFINITE_POLICIES", "augment_key", "tree_finite", "make_train_step", "make_eval_step", "LossScaleState",
-           "StaticLossScale", "DynamicLossScale", "loss_scaling", "with_loss_scale", "loss_scale_of"]
+__all__ = ["AUGMENT_STREAM", "NONFINITE_POLICIES", "augment_key", "tree_finite", "make_train_step", "make_eval_step",
+           "LossScaleState", "StaticLossScale", "DynamicLossScale", "loss_scaling", "with_loss_scale", "loss_scale_of"]
