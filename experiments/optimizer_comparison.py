@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -244,13 +244,17 @@ FULL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad", 
 
 
 def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence[str] = ("mlp", "cnn1d"),
-         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True, reuse: bool = True) -> Path:
+         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True, recipe: bool = True,
+         reuse: bool = True) -> Path:
     """The long protocol; one sub-directory per study and an index.md; returns the index path.
 
     With ``reuse`` (the default) a study already finished in ``out`` with the same settings is
-    kept, so an interrupted run resumes at the first unfinished study.
+    kept, so an interrupted run resumes at the first unfinished study. With ``recipe``, each
+    model also gets :func:`recipe_study` (the authors' recipe on all 4,000 training signals),
+    in its own directory after the comparisons.
     """
     studies: list[str] = []
+    recipes: list[str] = []
     for model in models:
         for schedule in schedules:
             arms = arms_for(FULL_OPTIMIZERS, recipe=schedule == "constant")
@@ -278,26 +282,118 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
                       load_options=load, extra=extra, reuse=reuse)
             studies.append(name)
             write_index(out, studies)
+    for model in models if recipe else ():
+        name = f"mnist1d_{model}_recipe4000"
+        recipe_study(out / name, model, seeds=seeds, steps=steps, reuse=reuse)
+        recipes.append(name)
+        write_index(out, studies, recipes)
     return out / "index.md"
 
 
-def write_index(out: Path, studies: Sequence[str]) -> Path:
-    """``out/index.md``: each study's summary table and verdicts, regenerated from its results.json."""
+#: The MNIST-1D authors' recipe and what their paper reports for it (typed from the paper, labelled so).
+RECIPE_LR = 1e-2
+RECIPE_PUBLISHED = {"mlp": "about 65 %", "cnn1d": "92–94 %"}
+
+
+def recipe_study(out: Path, model_name: str, *, seeds: int = 5, steps: int = FULL_STEPS,
+                 reuse: bool = True) -> dict[str, Any]:
+    """The authors' untuned recipe on all 4,000 MNIST-1D training signals, as the paper trains it.
+
+    Adam at lr 1e-2, constant schedule, batch 100, ``ceil(steps / 40)`` epochs of 40 steps
+    (6,000 steps for the default), evaluation seeds ``0 .. seeds−1``; no validation split and
+    no selection (nothing is tuned). Writes ``out/results.json``; a finished one with the same
+    dataset, model and configuration is kept with ``reuse``.
+
+    Returns:
+      The results dict: ``dataset``, ``model``, ``config``, ``runs`` (``compare.run_seeds``)
+      and ``summary`` (mean and t-interval of every per-seed quantity).
+    """
+    import dataclasses
+
+    import jaxnets as jn
+    from jaxnets.io import atomic_write_json
+
+    steps_per_epoch = math.ceil(4000 / BATCH_SIZE)
+    config = compare.ComparisonConfig(epochs=math.ceil(steps / steps_per_epoch), batch_size=BATCH_SIZE,
+                                      seeds=seeds, schedule="constant", target_loss=TARGET_LOSS,
+                                      eval_every=10, pairs=())
+    model_info = {"name": model_name, "options": json.loads(json.dumps(MODELS[model_name])),
+                  "load_options": {"validation": 0.0}}
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    if reuse and (out / "results.json").is_file():
+        previous = report.load_results(out)
+        if (previous.get("model") == model_info and previous.get("config") == wanted
+                and previous.get("dataset", {}).get("num_train") == 4000):
+            _say(f"{out.name}: kept the finished study in {out}")
+            return previous
+    started = time.perf_counter()
+    data = jn.data.load("mnist1d")
+    model = jn.models.get_model(model_name, output_dim=data.output_dim, **MODELS[model_name])
+    _say(f"{out.name}: {data.summary()}; the recipe on all {data.num_train} training signals, {seeds} seeds")
+    arm = compare.Arm("adam_recipe", "adam", fixed_lr=RECIPE_LR)
+    runs = compare.run_seeds(model, data, arm, {"learning_rate": RECIPE_LR}, config,
+                             on_event=lambda m: _say(f"{out.name}: {m}"))
+    results = {"experiment": out.name, "kind": "recipe", "dataset": compare.dataset_record(data),
+               "model": model_info, "config": wanted, "optimizer": "adam", "learning_rate": RECIPE_LR,
+               "steps_per_run": config.epochs * steps_per_epoch, "runs": runs,
+               "summary": compare.summarize_seeds(runs["per_seed"], config.confidence),
+               "environment": compare.environment(), "wall_time_s": time.perf_counter() - started}
+    atomic_write_json(out / "results.json", results)
+    return report.load_results(out)
+
+
+FOREST_TEXT = ("One row per (study, arm other than SGD): the paired difference in final test accuracy from "
+               "SGD over the evaluation seeds (●), its 95% t-interval (thin line) and its simultaneous "
+               "Bonferroni interval over the study's primary family (thick pale bar), with the Holm-adjusted "
+               "p-values (t-test and sign-flip permutation) in the row label. Arms with the same runs share "
+               "one row under both names; × marks an arm with a collapsed seed.")
+
+
+def write_index(out: Path, studies: Sequence[str], recipes: Sequence[str] = ()) -> Path:
+    """``out/index.md``: each study's summary table and verdicts, regenerated from its results.json,
+    with ``forest.png`` (:func:`jaxnets.report.plot_forest` over every study) and the recipe
+    studies (:func:`recipe_study`) beside the comparisons' recipe arms."""
     from jaxnets.io import atomic_write_text
 
     lines = ["# Optimizer comparison, full protocol", "",
              "Generated from each study's results.json; each study has its own report.", ""]
     loaded = {name: report.load_results(out / name) for name in studies}
-    walls = {name: results["wall_time_s"] for name, results in loaded.items()}
+    extra = {name: report.load_results(out / name) for name in recipes}
+    walls = {name: results["wall_time_s"] for name, results in {**loaded, **extra}.items()}
     lines += ["Wall time of each study (backend " + next(iter(loaded.values()))["environment"]["platform"]["backend"]
               + "): " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in walls.items())
               + f"; {sum(walls.values()) / 60:.0f} min in all.", ""] if loaded else []
+    if report.forest_rows(loaded):
+        report.plot_forest(loaded, out / "forest.png")
+        lines += ["## Every arm against SGD", "", FOREST_TEXT, "",
+                  "![forest plot of every arm's difference from SGD](forest.png)", ""]
+    if extra:
+        lines += recipe_section(loaded, extra)
     for name, results in loaded.items():
         lines += [f"## [{name}]({name}/report.md)", "", "**Conclusions**", "", report.conclusions_section(results), "",
                   report.summary_table(results), "", report.primary_table(results), ""]
         lines += [f"- {sentence}" for sentence in report.verdicts(results)] + [""]
     atomic_write_text(out / "index.md", "\n".join(lines))
     return out / "index.md"
+
+
+def recipe_section(studies: Mapping[str, Mapping[str, Any]], recipes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """index.md lines: the recipe on all 4,000 signals beside the constant study's ``adam_recipe`` arm (3,500)."""
+    lines = ["## The authors' recipe on all 4,000 training signals", "",
+             "Adam, lr 1e-2, constant, batch 100, no tuning; final test accuracy (%), mean ± half-width of the "
+             "95% t-interval over the evaluation seeds. The comparisons train on 3,500 signals (500 are their "
+             "validation split); the paper trains on all 4,000.", "",
+             "| model | 4,000 training signals | 3,500 (the study's `adam_recipe` arm) | paper |", "|---|---|---|---|"]
+    for name, results in recipes.items():
+        model = results["model"]["name"]
+        study = studies.get(f"mnist1d_{model}_constant") or {}
+        arm = next((a for a in study.get("arms", []) if a["label"] == "adam_recipe" and a.get("summary")), None)
+        ours = report.format_interval(results["summary"]["final_test_accuracy"], "final_test_accuracy")
+        split = report.format_interval(arm["summary"]["final_test_accuracy"], "final_test_accuracy") if arm else "n/a"
+        lines.append(f"| `{model}` ({results['summary']['final_test_accuracy']['n']} seeds, "
+                     f"{results['steps_per_run']:,} steps) | {ours} | {split} | {RECIPE_PUBLISHED.get(model, 'n/a')} |")
+    return lines + ["", "The paper column is typed from Greydanus (2020) and labelled so; the other columns are read "
+                        "from each study's results.json.", ""]
 
 
 ZHOU_OUT = Path("results/zhou")
@@ -518,6 +614,8 @@ def print_conclusions(results_path: Path) -> None:
 
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimizer_comparison.md"
+#: The ``--full`` forest plot as the docs page shows it (beside the quick default's figures).
+FULL_FOREST = DOCS_PAGE.parent / "figures" / "optimizer_comparison" / "full_forest.png"
 
 
 def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] | None:
@@ -529,18 +627,36 @@ def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] 
     return results if Path(results.get("comparison", "")) == Path(comparison) else None
 
 
+def _publish_forest(source: Path) -> None:
+    """Copy the forest plot to :data:`FULL_FOREST`, shrunk like every published figure."""
+    import shutil
+    import tempfile
+
+    from experiments.common import publish_figures
+    from jaxnets.io import atomic_write_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(source, Path(tmp) / "forest.png")
+        published = publish_figures(Path(tmp), "forest", figures=Path(tmp) / "figures")
+        atomic_write_bytes(FULL_FOREST, published[0].read_bytes())
+
+
 def update_docs(out: Path, *, block: str) -> None:
     """Copy a run's generated numbers into the docs page, between ``<!-- block:start/end -->``.
 
     The quick default's figures (curves.png, summary.png) go to docs/figures/optimizer_comparison/.
     """
-    from jaxnets.io import replace_marked_block
+    from jaxnets.io import atomic_write_bytes, replace_marked_block
 
     if block == "quick":
         from experiments.common import publish_figures
 
+        # publish_figures empties the page's figure folder; the full block's forest plot lives there too.
+        forest = FULL_FOREST.read_bytes() if FULL_FOREST.is_file() else None
         for path in publish_figures(out, "optimizer_comparison"):
             print(f"published {path} ({path.stat().st_size // 1000} kB)")
+        if forest is not None:
+            atomic_write_bytes(FULL_FOREST, forest)
         results = report.load_results(out)
         text = (f"Generated by `python -m experiments.optimizer_comparison --update-docs`: "
                 f"{results['wall_time_s']:.0f} s wall on a machine with {os.cpu_count()} CPU cores "
@@ -560,6 +676,10 @@ def update_docs(out: Path, *, block: str) -> None:
         text = re.sub(r"\[(\w+)\]\(\1/report\.md\)", lambda m: f"{m.group(1)} (report: `{out}/{m.group(1)}/report.md`)",
                       text)
         text = re.sub(r"^## ", "### ", text, flags=re.M)  # sections of the page's own "long protocol" section
+        if block == "full" and "(forest.png)" in text:
+            _publish_forest(out / "forest.png")
+            text = text.replace("(forest.png)", f"({FULL_FOREST.relative_to(DOCS_PAGE.parent).as_posix()})")
+            print(f"published {FULL_FOREST}")
     replace_marked_block(DOCS_PAGE, f"generated-{block}", text)
     print(f"updated {DOCS_PAGE} ({block})")
 
