@@ -400,15 +400,23 @@ ZHOU_OUT = Path("results/zhou")
 ZHOU_CHECKPOINTS = (0, 5, 20, 172)
 
 
-def _member_loss(state, data, index: int):
-    """Mean training cross-entropy of population member ``index`` as a function of its parameters."""
+def _member_loss(state, data, index: int, cache: dict | None = None):
+    """Mean training cross-entropy of population member ``index`` as a function of its parameters.
+
+    With ``cache`` (a dict kept across calls on one model and dataset), members without model
+    state (no batch statistics) share one pair of loss functions, so ``jaxnets.analysis``
+    compiles each measurement once instead of once per member.
+    """
     import jax
     import jax.numpy as jnp
 
     from jaxnets.objective import objective_for
 
-    objective = objective_for(data.task)
     member = jax.tree_util.tree_map(lambda leaf: leaf[index], state)
+    shared = cache is not None and not jax.tree_util.tree_leaves(member.model_state)
+    if shared and "losses" in cache:
+        return (member.params, *cache["losses"])
+    objective = objective_for(data.task)
     x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
     def batch_loss(params, x, y):
@@ -416,89 +424,187 @@ def _member_loss(state, data, index: int):
         sums = objective.sums(outputs, y, jnp.ones(x.shape[0]))
         return sums["loss"] / sums["count"]
 
-    return member.params, batch_loss, (lambda params: batch_loss(params, x_all, y_all))
+    losses = (batch_loss, lambda params: batch_loss(params, x_all, y_all))
+    if shared:
+        cache["losses"] = losses
+    return (member.params, *losses)
 
 
-def zhou(out: Path = ZHOU_OUT, *, comparison: Path = QUICK_OUT, seeds: int = 5,
-         checkpoints: Sequence[int] = ZHOU_CHECKPOINTS, radius: float = 1.0) -> Path:
-    """Zhou et al. (2020)'s measurements for SGD and Adam at the learning rates the comparison chose.
+#: The pair measured along training (the paper's); every other arm is measured at the end only.
+ZHOU_PAIR = ("sgd", "adam")
 
-    Along training (after each checkpoint epoch count; a run of e epochs is exactly the first e
-    epochs of a longer one, same seed, constant schedule) and for each evaluation seed: the tail
-    index of the minibatch-gradient noise (35 minibatches of 100, one pass in a fixed order,
-    ``jaxnets.analysis.tail_index``); at the end, the largest Hessian eigenvalue of the training
-    loss and its mean rise along random directions of length ``radius``. Writes results.json and
-    report.md into ``out``; returns the report's path.
+
+def zhou_arms(source: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every arm of a comparison with seed runs, at the setting it was evaluated with.
+
+    The setting is ``runs.setting`` (``selection.chosen`` in older records): the learning rate and
+    any searched hyperparameter (eps, weight decay); ``fixed`` holds the arm's fixed ones. An arm
+    (other than SGD and Adam) whose runs are an earlier arm's (the same final parameters on every
+    seed, or else the same optimizer and hyperparameters; e.g. ``adam_recipe`` at Adam's chosen
+    rate) gets ``same_as`` and is not trained again.
+
+    Raises:
+      ValueError: one line when the comparison lacks an ``sgd`` or ``adam`` arm.
     """
+    arms, seen = [], {}
+    for arm in source["arms"]:
+        if not arm.get("runs"):
+            continue
+        setting = {k: float(v) for k, v in (arm["runs"].get("setting") or arm["selection"]["chosen"]).items()}
+        fixed = dict(arm.get("fixed") or {})
+        key = json.dumps(arm["runs"].get("params_sha256")
+                         or [arm["optimizer"], {**(arm.get("hyperparams") or fixed), **setting}], sort_keys=True)
+        twin = key in seen and arm["label"] not in ZHOU_PAIR
+        arms.append({"label": arm["label"], "optimizer": arm["optimizer"], "fixed": fixed, "setting": setting,
+                     **({"same_as": seen[key]} if twin else {})})
+        seen.setdefault(key, arm["label"])
+    labels = [a["label"] for a in arms]
+    if not set(ZHOU_PAIR) <= set(labels):
+        raise ValueError(f"comparison: got arms {labels}; allowed: results with 'sgd' and 'adam' arms")
+    return arms
+
+
+def _zhou_setup(source: Mapping[str, Any]):
+    """The comparison's data split, model and minibatch plan, from what its results.json records."""
     import jax
-    import numpy as np
 
     import jaxnets as jn
-    from jaxnets import analysis
-    from jaxnets.io import atomic_write_json, atomic_write_text
+
+    info = source["model"]
+    load = dict(info.get("load_options") or {"validation": MNIST1D_VALIDATION, "split_seed": SPLIT_SEED})
+    validation, split_seed = load.pop("validation", 0.0), load.pop("split_seed", SPLIT_SEED)
+    data = jn.data.load(source["dataset"]["name"], validation=validation, seed=split_seed, **load)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in (info.get("options") or {}).items()}
+    model = jn.models.get_model(info["name"], output_dim=data.output_dim, **options)
+    batch = int(source["config"]["batch_size"])
+    order = np.asarray(jax.random.permutation(jax.random.key(12345), data.num_train))
+    batches = order[: (data.num_train // batch) * batch].reshape(-1, batch)
+    return data, model, options, batches
+
+
+def _zhou_train(model, data, arm: Mapping[str, Any], epochs: int, final: int, schedule: str, batch: int,
+                seeds: Sequence[int]):
+    """The population state of ``arm`` after ``epochs`` of a ``final``-epoch run (the schedule spans ``final``,
+    so a shorter run is exactly the start of the longer one, same seeds)."""
+    import jaxnets as jn
+    from jaxnets.epochs import steps_for
     from jaxnets.population import create_population, fit_population
 
-    source = report.load_results(comparison)
-    chosen = {arm["label"]: arm["selection"]["chosen"]["learning_rate"] for arm in source["arms"]
-              if arm["label"] in ("sgd", "adam")}
-    if set(chosen) != {"sgd", "adam"}:
-        raise ValueError(f"comparison: got arms {sorted(chosen)}; allowed: results with 'sgd' and 'adam' arms")
-    started = time.perf_counter()
-    data = jn.data.load("mnist1d", validation=MNIST1D_VALIDATION, seed=SPLIT_SEED)
-    model = jn.models.get_model("mlp", output_dim=10, **MODELS["mlp"])
-    seed_list = list(range(seeds))
-    order = np.asarray(jax.random.permutation(jax.random.key(12345), data.num_train))
-    batches = order[: (data.num_train // BATCH_SIZE) * BATCH_SIZE].reshape(-1, BATCH_SIZE)
+    setting = arm["setting"]
+    tx = jn.optim.create(arm["optimizer"], setting["learning_rate"], schedule=schedule,
+                         total_steps=steps_for(data.num_train, batch, final), **arm["fixed"])
+    if epochs == 0:
+        return create_population(model, tx, data.x_train, list(seeds))
+    config = jn.TrainConfig(epochs=epochs, batch_size=batch, eval_every=epochs, nonfinite="ignore")
+    return fit_population(model, data, tx, config, seeds=list(seeds),
+                          hyperparams={k: [v] * len(seeds) for k, v in setting.items()}).state
+
+
+def _zhou_measure(state, data, batches, seeds: Sequence[int], *, end: bool, radius: float, iterations: int,
+                  directions: int, cache: dict) -> dict[str, Any]:
+    """Tail index (both variants) and training loss per seed; at the ``end`` also sharpness."""
+    import jax
+
+    from jaxnets import analysis
+
     xs, ys = data.x_train[batches], data.y_train[batches]
+    keys = ("alpha", "alpha_released", "train_loss") + (("top_eigenvalue", "random_rise") if end else ())
+    values: dict[str, list] = {k: [] for k in keys}
+    for i in range(len(seeds)):
+        params, batch_loss, full_loss = _member_loss(state, data, i, cache)
+        noise = analysis.gradient_noise(analysis.minibatch_gradients(batch_loss, params, xs, ys))
+        values["alpha"].append(analysis.tail_index(noise))
+        values["alpha_released"].append(analysis.tail_index(noise, variant="released"))
+        values["train_loss"].append(float(jax.jit(full_loss)(params)))
+        if end:
+            key = jax.random.key(i)
+            values["top_eigenvalue"].append(analysis.top_hessian_eigenvalue(
+                full_loss, params, key, iterations=iterations, tolerance=1e-4)["eigenvalue"])
+            values["random_rise"].append(analysis.random_direction_sharpness(
+                full_loss, params, key, radius=radius, directions=directions)["mean"])
+    out: dict[str, Any] = dict(values)
+    for k in keys:
+        out[f"{k}_summary"] = stats.mean_ci(values[k]).as_dict()
+    return out
+
+
+def zhou(out: Path | None = None, *, comparison: Path = QUICK_OUT, seeds: int = 5,
+         checkpoints: Sequence[int] = ZHOU_CHECKPOINTS, radius: float = 1.0, epochs: int | None = None,
+         iterations: int = 200, directions: int = 20) -> Path:
+    """Zhou et al. (2020)'s measurements for every arm of a comparison, at the settings it chose.
+
+    The comparison's results.json gives the dataset and split, the model (name and options), the
+    batch size, the schedule and the number of epochs (``epochs`` overrides it, for a short
+    run), and each arm's evaluated setting (:func:`zhou_arms`). For every arm, one population of
+    ``seeds`` seeds trained to the final epoch; at the end, per seed, the tail index of the
+    minibatch-gradient noise (one pass over the training split in fixed minibatches of the
+    comparison's batch size, ``jaxnets.analysis.tail_index``, both variants), the largest Hessian
+    eigenvalue of the training loss (power iteration, at most ``iterations`` products) and its mean
+    rise along ``directions`` random directions of length ``radius``. SGD and Adam are also measured
+    along training, after each of ``checkpoints`` below the final epoch. Writes results.json and
+    report.md into ``out`` (default :func:`zhou_out`); returns the report's path.
+    """
+    from jaxnets.io import atomic_write_json, atomic_write_text
+
+    source = report.load_results(comparison)
+    arms = zhou_arms(source)
+    out = Path(out) if out is not None else zhou_out(comparison, source)
+    started = time.perf_counter()
+    data, model, options, batches = _zhou_setup(source)
+    final = int(epochs if epochs is not None else source["config"]["epochs"])
+    points = sorted({int(c) for c in checkpoints if c < final} | {final})
+    schedule, batch, seed_list = source["config"].get("schedule", "constant"), int(source["config"]["batch_size"]), \
+        list(range(seeds))
     records: dict[str, Any] = {}
-    for label, lr in chosen.items():
+    measured: dict[str, dict] = {}
+    cache: dict = {}
+    for arm in arms:
+        if "same_as" in arm:
+            measured[arm["label"]] = {**measured[arm["same_as"]], "same_as": arm["same_as"]}
+            continue
+        tic = time.perf_counter()
         per_checkpoint = []
-        for epochs in checkpoints:
-            tx = jn.optim.create(label, lr)
-            if epochs == 0:
-                state = create_population(model, tx, data.x_train, seed_list)
-            else:
-                config = jn.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, eval_every=epochs, nonfinite="ignore")
-                state = fit_population(model, data, tx, config, seeds=seed_list,
-                                       hyperparams={"learning_rate": [lr] * seeds}).state
-            alphas, released, losses, top, rise = [], [], [], [], []
-            for i in range(seeds):
-                params, batch_loss, full_loss = _member_loss(state, data, i)
-                noise = analysis.gradient_noise(analysis.minibatch_gradients(batch_loss, params, xs, ys))
-                alphas.append(analysis.tail_index(noise))
-                released.append(analysis.tail_index(noise, variant="released"))
-                losses.append(float(full_loss(params)))
-                if epochs == checkpoints[-1]:
-                    key = jax.random.key(i)
-                    top.append(analysis.top_hessian_eigenvalue(full_loss, params, key, iterations=200,
-                                                               tolerance=1e-4)["eigenvalue"])
-                    rise.append(analysis.random_direction_sharpness(full_loss, params, key, radius=radius,
-                                                                    directions=20)["mean"])
-            entry = {"epochs": epochs, "alpha": alphas, "train_loss": losses,
-                     "alpha_summary": stats.mean_ci(alphas).as_dict(),
-                     "alpha_released": released, "alpha_released_summary": stats.mean_ci(released).as_dict()}
-            if top:
-                entry.update(top_eigenvalue=top, random_rise=rise, top_eigenvalue_summary=stats.mean_ci(top).as_dict(),
-                             random_rise_summary=stats.mean_ci(rise).as_dict())
+        for e in points if arm["label"] in ZHOU_PAIR else [final]:
+            state = _zhou_train(model, data, arm, e, final, schedule, batch, seed_list)
+            entry = {"epochs": e, **_zhou_measure(state, data, batches, seed_list, end=e == final, radius=radius,
+                                                   iterations=iterations, directions=directions,
+                                                   cache=cache)}
             per_checkpoint.append(entry)
-            _say(f"zhou: {label} after {epochs} epochs: alpha {stats.mean_ci(alphas).format(2)}")
-        records[label] = {"learning_rate": lr, "checkpoints": per_checkpoint}
-    paired = []
-    for k, epochs in enumerate(checkpoints):
-        a, b = records["sgd"]["checkpoints"][k], records["adam"]["checkpoints"][k]
-        row = {"epochs": epochs, "alpha": stats.paired_difference(a["alpha"], b["alpha"]).as_dict(),
-               "alpha_released": stats.paired_difference(a["alpha_released"], b["alpha_released"]).as_dict()}
-        if "top_eigenvalue" in a:
-            row["top_eigenvalue"] = stats.paired_difference(a["top_eigenvalue"], b["top_eigenvalue"]).as_dict()
-            row["random_rise"] = stats.paired_difference(a["random_rise"], b["random_rise"]).as_dict()
-        paired.append(row)
-    results = {"experiment": "zhou", "comparison": str(comparison), "seeds": seed_list,
-               "checkpoints": list(checkpoints), "radius": radius, "minibatches": int(len(batches)),
-               "batch_size": BATCH_SIZE, "optimizers": records, "sgd_minus_adam": paired,
+            _say(f"zhou: {arm['label']} after {e} epochs: alpha {stats.mean_ci(entry['alpha']).format(2)}")
+        measured[arm["label"]] = {**per_checkpoint[-1], "wall_time_s": time.perf_counter() - tic}
+        if arm["label"] in ZHOU_PAIR:
+            records[arm["label"]] = {"learning_rate": arm["setting"]["learning_rate"], "checkpoints": per_checkpoint}
+    results = {"experiment": "zhou", "comparison": str(comparison), "dataset": source["dataset"]["name"],
+               "model": {"name": source["model"]["name"], "options": json.loads(json.dumps(options))},
+               "schedule": schedule, "epochs": final, "seeds": seed_list, "checkpoints": points, "radius": radius,
+               "minibatches": int(len(batches)), "batch_size": batch, "optimizers": records,
+               "sgd_minus_adam": _zhou_paired(records, points),
+               "arms": [{**arm, **measured[arm["label"]]} for arm in arms],
                "environment": compare.environment(), "wall_time_s": time.perf_counter() - started}
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", render_zhou(results))
+    atomic_write_text(out / "report.md", render_zhou(report.load_results(out)))
     return out / "report.md"
+
+
+def zhou_out(comparison: Path, source: Mapping[str, Any] | None = None) -> Path:
+    """Where ``--zhou`` writes: results/zhou for the quick default, else results/zhou_MODEL."""
+    if Path(comparison) == QUICK_OUT:
+        return ZHOU_OUT
+    source = source if source is not None else report.load_results(comparison)
+    return ZHOU_OUT.with_name(f"zhou_{source['model']['name']}")
+
+
+def _zhou_paired(records: Mapping[str, Any], points: Sequence[int]) -> list[dict[str, Any]]:
+    """SGD − Adam, paired over seeds, at every checkpoint (sharpness at the end)."""
+    paired = []
+    for k, e in enumerate(points):
+        a, b = records["sgd"]["checkpoints"][k], records["adam"]["checkpoints"][k]
+        row = {"epochs": e}
+        for key in ("alpha", "alpha_released", "top_eigenvalue", "random_rise"):
+            if key in a:
+                row[key] = stats.paired_difference(a[key], b[key]).as_dict()
+        paired.append(row)
+    return paired
 
 
 def render_zhou(results: dict[str, Any]) -> str:
@@ -516,7 +622,9 @@ def render_zhou(results: dict[str, Any]) -> str:
                 if d.get("low") is not None and math.isfinite(d["low"]) else "n/a")
 
     sgd, adam = results["optimizers"]["sgd"], results["optimizers"]["adam"]
-    lines = ["# Gradient-noise tail index and sharpness (Zhou et al. 2020), MNIST-1D MLP", "",
+    where = (f"{results['dataset']} `{results['model']['name']}`, {results['schedule']} schedule"
+             if "model" in results else "MNIST-1D MLP")  # older results measured only the quick MLP
+    lines = [f"# Gradient-noise tail index and sharpness (Zhou et al. 2020), {where}", "",
              f"Generated from `results.json`. SGD at lr {sgd['learning_rate']:g} and Adam at lr "
              f"{adam['learning_rate']:g} (the rates chosen on validation by the comparison in "
              f"`{results['comparison']}`), {len(results['seeds'])} seeds, mean ± 95% t-interval; "
@@ -559,9 +667,28 @@ def render_zhou(results: dict[str, Any]) -> str:
               "estimator assumes a symmetric α-stable law for the pooled coordinates (here every layer's "
               "coordinates pooled together), and sharpness is not invariant to reparametrization. Near zero "
               "training loss the cross-entropy Hessian shrinks with the loss, so the optimizer that ends at the "
-              "lower training loss (see the first table) also tends to show the smaller eigenvalue.", "",
-              f"Wall time: {results['wall_time_s']:.0f} s."]
+              "lower training loss (see the first table) also tends to show the smaller eigenvalue.", ""]
+    lines += _zhou_arm_table(results, cell)
+    lines += [f"Wall time: {results['wall_time_s']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _zhou_arm_table(results: Mapping[str, Any], cell) -> list[str]:
+    """The per-arm table of ``--zhou`` (every arm of the comparison, at the end of training)."""
+    if not results.get("arms"):
+        return []
+    lines = [f"Every arm of the comparison at the end of training ({results['epochs']} epochs), at the setting the "
+             "comparison evaluated (chosen on validation; the recipe's fixed rate), mean ± 95% t-interval over "
+             f"{len(results['seeds'])} seeds:", "",
+             "| arm | optimizer, setting | α (ours) | α (released) | largest Hessian eigenvalue | "
+             f"mean rise, radius {results['radius']:g} | final train loss |", "|---|---|---|---|---|---|---|"]
+    for arm in results["arms"]:
+        setting = ", ".join(f"{'lr' if k == 'learning_rate' else k} {v:g}" for k, v in arm["setting"].items())
+        name = f"`{arm['label']}`" + (f" (same runs as `{arm['same_as']}`)" if arm.get("same_as") else "")
+        lines.append(f"| {name} | {arm['optimizer']}, {setting} | " + " | ".join(
+            cell(arm[f"{k}_summary"]) for k in ("alpha", "alpha_released", "top_eigenvalue", "random_rise",
+                                                  "train_loss")) + " |")
+    return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -577,8 +704,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the measured tables into docs/optimizer_comparison.md (between its markers)")
     parser.add_argument("--zhou", action="store_true",
-                        help="tail index and sharpness of SGD and Adam (Zhou et al. 2020) at the learning rates "
-                             "the quick comparison chose (run it first)")
+                        help="tail index and sharpness (Zhou et al. 2020) of every arm at the settings a finished "
+                             "comparison chose (--comparison; default the quick one: run it first)")
+    parser.add_argument("--comparison", type=Path, default=QUICK_OUT,
+                        help="--zhou: the comparison's results directory, e.g. "
+                             "results/optimizer_comparison_full/mnist1d_cnn1d_constant (its data, model and arms)")
     args = parser.parse_args(argv)
     retain_freed_memory()  # an experiment owns its process (jaxnets.host_memory)
     if args.seeds < 2:
@@ -589,11 +719,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     if args.zhou:
-        if not (QUICK_OUT / "results.json").is_file():
-            print(f"optimizer_comparison: error: --zhou: got no {QUICK_OUT / 'results.json'}; allowed: run "
-                  "`python -m experiments.optimizer_comparison` first", file=sys.stderr)
+        if not (args.comparison / "results.json").is_file():
+            print(f"optimizer_comparison: error: --comparison: got no {args.comparison / 'results.json'}; allowed: "
+                  "a finished comparison's directory (run `python -m experiments.optimizer_comparison` first)",
+                  file=sys.stderr)
             return 2
-        path = zhou(args.out or ZHOU_OUT, seeds=args.seeds)
+        path = zhou(args.out, comparison=args.comparison, seeds=args.seeds)
     elif args.full:
         path = full(args.out or FULL_OUT, seeds=args.seeds, steps=args.steps or FULL_STEPS, reuse=not args.rerun)
     else:
@@ -601,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_conclusions(path.parent / "results.json")
     print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
     if args.update_docs:
-        update_docs(path.parent, block="zhou" if args.zhou else "full" if args.full else "quick")
+        update_docs(path.parent, block=zhou_block(path.parent) if args.zhou else "full" if args.full else "quick")
     return 0
 
 
@@ -625,6 +756,12 @@ def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] 
         return None
     results = report.load_results(path)
     return results if Path(results.get("comparison", "")) == Path(comparison) else None
+
+
+def zhou_block(zhou_dir: Path) -> str:
+    """The docs block of a ``--zhou`` run: ``zhou`` for the MLP, ``zhou-MODEL`` for another model."""
+    name = report.load_results(zhou_dir).get("model", {}).get("name", "mlp")
+    return "zhou" if name == "mlp" else f"zhou-{name}"
 
 
 def _publish_forest(source: Path) -> None:
@@ -669,7 +806,7 @@ def update_docs(out: Path, *, block: str) -> None:
                 + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results))
                 + "\n\n" + report.peek_table(results).replace("### ", "**", 1).replace("\n", "**\n", 1))
     else:
-        text = (out / ("report.md" if block == "zhou" else "index.md")).read_text()
+        text = (out / ("report.md" if block.startswith("zhou") else "index.md")).read_text()
         text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))
         # The index links each study's report relative to the results directory, which
         # is not part of the docs site: name the file instead.

@@ -497,8 +497,9 @@ def _zhou_line(zhou: Mapping[str, Any], alpha: float) -> str:
         verdict = "not detected"
     text = ", ".join(f"{name} SGD − Adam = {_num(t['difference']['mean']):+.3g} (Holm p {_p_text(p)})"
                      for name, t, p in zip(("tail index α", "top Hessian eigenvalue"), tests, adjusted))
-    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), MNIST-1D `mlp` "
-            f"after {last['epochs']} epochs: {verdict} ({text}).")
+    model = (zhou.get("model") or {}).get("name", "mlp")
+    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), "
+            f"{zhou.get('dataset', 'mnist1d')} `{model}` after {last['epochs']} epochs: {verdict} ({text}).")
 
 
 def _best_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:

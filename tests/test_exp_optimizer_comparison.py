@@ -127,6 +127,19 @@ def test_recipe_study_trains_on_all_4000_signals_without_validation(tmp_path):
     assert again["wall_time_s"] == results["wall_time_s"]
 
 
+def test_recipe_study_default_is_6000_steps_of_batch_100_over_150_epochs(tmp_path, monkeypatch):
+    seen = []
+
+    def stop(model, data, arm, setting, config, **kw):
+        seen.append((data.num_train, data.num_val, config.epochs, config.batch_size, config.schedule, setting))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(compare, "run_seeds", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        job.recipe_study(tmp_path / "r", "cnn1d")
+    assert seen == [(4000, 0, 150, 100, "constant", {"learning_rate": 0.01})]
+
+
 def test_full_runs_the_recipe_studies_after_the_unchanged_comparisons(monkeypatch, tmp_path):
     """The recipe studies are extra directories: the comparisons keep their names, arms and configuration."""
     calls = []
@@ -144,3 +157,67 @@ def test_full_runs_the_recipe_studies_after_the_unchanged_comparisons(monkeypatc
     assert [c[0] for c in calls[4:6]] == ["digits_mlp", "digits_cnn"]
     assert calls[6:] == [("mnist1d_mlp_recipe4000", "mlp", {"seeds": 5, "steps": 6000, "reuse": True}),
                          ("mnist1d_cnn1d_recipe4000", "cnn1d", {"seeds": 5, "steps": 6000, "reuse": True})]
+
+
+def comparison_fixture(tmp_path):
+    """A finished comparison's results.json as --zhou reads it: a small MLP on MNIST-1D, 1 epoch (the model
+    and its options come from the file: a small MLP keeps compilation short; the CNN reads the same way)."""
+    def arm(label, optimizer, setting, fixed_lr=None):
+        return {"label": label, "optimizer": optimizer, "fixed": {}, "hyperparams": {}, "fixed_lr": fixed_lr,
+                "selection": {"chosen": setting}, "runs": {"seeds": [0, 1], "setting": setting}}
+
+    source = {"dataset": {"name": "mnist1d"},
+              "model": {"name": "mlp", "options": {"hidden": [8]},
+                        "load_options": {"validation": 0.125, "split_seed": 0}},
+              "config": {"epochs": 1, "batch_size": 100, "schedule": "constant"},
+              "arms": [arm("sgd", "sgd", {"learning_rate": 0.1}), arm("adam", "adam", {"learning_rate": 0.01}),
+                       arm("adamw", "adamw", {"learning_rate": 0.01, "weight_decay": 0.1}),
+                       arm("adam_recipe", "adam", {"learning_rate": 0.01}, fixed_lr=0.01)]}
+    atomic_write_json(tmp_path / "cmp" / "results.json", source)
+    return tmp_path / "cmp"
+
+
+def test_zhou_measures_every_arm_on_the_comparisons_model(tmp_path, monkeypatch):
+    import jaxnets.population as population
+
+    trained = []
+    real_fit = population.fit_population
+
+    def recording_fit(model, data, tx, config, *, seeds, hyperparams):
+        trained.append((type(model).__name__, model.hidden, data.num_train, config.epochs, hyperparams))
+        return real_fit(model, data, tx, config, seeds=seeds, hyperparams=hyperparams)
+
+    monkeypatch.setattr(population, "fit_population", recording_fit)
+    comparison = comparison_fixture(tmp_path)
+    path = job.zhou(tmp_path / "zhou", comparison=comparison, seeds=2, checkpoints=(0, 5), iterations=3,
+                    directions=2)
+    results = json.loads((path.parent / "results.json").read_text())
+    # the comparison's split (3,500 of 4,000), model and options; one population per distinct arm
+    assert results["model"] == {"name": "mlp", "options": {"hidden": [8]}}
+    assert results["minibatches"] == 35 and results["checkpoints"] == [0, 1]
+    assert [(t[0], t[1], t[2], t[3]) for t in trained] == [("MLP", (8,), 3500, 1)] * 3
+    assert trained[2][4] == {"learning_rate": [0.01, 0.01], "weight_decay": [0.1, 0.1]}    # adamw's chosen decay
+    assert [e["epochs"] for e in results["optimizers"]["sgd"]["checkpoints"]] == [0, 1]
+    arms = {a["label"]: a for a in results["arms"]}
+    assert list(arms) == ["sgd", "adam", "adamw", "adam_recipe"] and arms["adam_recipe"]["same_as"] == "adam"
+    for key in ("alpha", "alpha_released", "top_eigenvalue", "random_rise", "train_loss"):
+        assert all(len(a[key]) == 2 and all(math.isfinite(v) for v in a[key]) for a in arms.values()), key
+        assert arms["adam_recipe"][key] == arms["adam"][key]
+        assert arms["sgd"][key] == results["optimizers"]["sgd"]["checkpoints"][-1][key]
+    text = path.read_text()
+    assert "mnist1d `mlp`, constant schedule" in text.splitlines()[0]
+    assert "| `adamw` | adamw, lr 0.01, weight_decay 0.1 |" in text
+    assert "| `adam_recipe` (same runs as `adam`) |" in text
+    zhou_line = report.conclusions(report.demo_results(), zhou=results)
+    assert any(line.startswith("**Zhou et al. 2020**") and "mnist1d `mlp` after 1 epochs" in line
+               for line in zhou_line)
+    assert job.zhou_block(path.parent) == "zhou" and job.zhou_out(comparison) == job.ZHOU_OUT.with_name("zhou_mlp")
+    results["model"]["name"] = "cnn1d"
+    atomic_write_json(path.parent / "results.json", results)
+    assert job.zhou_block(path.parent) == "zhou-cnn1d"
+
+
+def test_zhou_refuses_a_comparison_without_sgd_and_adam():
+    with pytest.raises(ValueError, match=r"^comparison: got arms \['sgd'\]; allowed: "):
+        job.zhou_arms({"arms": [{"label": "sgd", "optimizer": "sgd", "selection": {"chosen": {"learning_rate": 1}},
+                                 "runs": {"seeds": [0]}}]})
