@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -315,13 +315,17 @@ def check_cifar10_dir(data_dir: Path | None) -> str | None:
 
 
 def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence[str] = ("mlp", "cnn1d"),
-         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True, reuse: bool = True) -> Path:
+         schedules: Sequence[str] = ("constant", "cosine"), digits: bool = True, recipe: bool = True,
+         reuse: bool = True) -> Path:
     """The long protocol; one sub-directory per study and an index.md; returns the index path.
 
     With ``reuse`` (the default) a study already finished in ``out`` with the same settings is
-    kept, so an interrupted run resumes at the first unfinished study.
+    kept, so an interrupted run resumes at the first unfinished study. With ``recipe``, each
+    model also gets :func:`recipe_study` (the authors' recipe on all 4,000 training signals),
+    in its own directory after the comparisons.
     """
     studies: list[str] = []
+    recipes: list[str] = []
     for model in models:
         for schedule in schedules:
             arms = arms_for(FULL_OPTIMIZERS, recipe=schedule == "constant")
@@ -349,20 +353,93 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
                       load_options=load, extra=extra, reuse=reuse)
             studies.append(name)
             write_index(out, studies)
+    for model in models if recipe else ():
+        name = f"mnist1d_{model}_recipe4000"
+        recipe_study(out / name, model, seeds=seeds, steps=steps, reuse=reuse)
+        recipes.append(name)
+        write_index(out, studies, recipes)
     return out / "index.md"
 
 
-def write_index(out: Path, studies: Sequence[str]) -> Path:
-    """``out/index.md``: each study's summary table and verdicts, regenerated from its results.json."""
+#: The MNIST-1D authors' recipe and what their paper reports for it (typed from the paper, labelled so).
+RECIPE_LR = 1e-2
+RECIPE_PUBLISHED = {"mlp": "about 65 %", "cnn1d": "92–94 %"}
+
+
+def recipe_study(out: Path, model_name: str, *, seeds: int = 5, steps: int = FULL_STEPS,
+                 reuse: bool = True) -> dict[str, Any]:
+    """The authors' untuned recipe on all 4,000 MNIST-1D training signals, as the paper trains it.
+
+    Adam at lr 1e-2, constant schedule, batch 100, ``ceil(steps / 40)`` epochs of 40 steps
+    (6,000 steps for the default), evaluation seeds ``0 .. seeds−1``; no validation split and
+    no selection (nothing is tuned). Writes ``out/results.json``; a finished one with the same
+    dataset, model and configuration is kept with ``reuse``.
+
+    Returns:
+      The results dict: ``dataset``, ``model``, ``config``, ``runs`` (``compare.run_seeds``)
+      and ``summary`` (mean and t-interval of every per-seed quantity).
+    """
+    import dataclasses
+
+    import jaxnets as jn
+    from jaxnets.io import atomic_write_json
+
+    steps_per_epoch = math.ceil(4000 / BATCH_SIZE)
+    config = compare.ComparisonConfig(epochs=math.ceil(steps / steps_per_epoch), batch_size=BATCH_SIZE,
+                                      seeds=seeds, schedule="constant", target_loss=TARGET_LOSS,
+                                      eval_every=10, pairs=())
+    model_info = {"name": model_name, "options": json.loads(json.dumps(MODELS[model_name])),
+                  "load_options": {"validation": 0.0}}
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    if reuse and (out / "results.json").is_file():
+        previous = report.load_results(out)
+        if (previous.get("model") == model_info and previous.get("config") == wanted
+                and previous.get("dataset", {}).get("num_train") == 4000):
+            _say(f"{out.name}: kept the finished study in {out}")
+            return previous
+    started = time.perf_counter()
+    data = jn.data.load("mnist1d")
+    model = jn.models.get_model(model_name, output_dim=data.output_dim, **MODELS[model_name])
+    _say(f"{out.name}: {data.summary()}; the recipe on all {data.num_train} training signals, {seeds} seeds")
+    arm = compare.Arm("adam_recipe", "adam", fixed_lr=RECIPE_LR)
+    runs = compare.run_seeds(model, data, arm, {"learning_rate": RECIPE_LR}, config,
+                             on_event=lambda m: _say(f"{out.name}: {m}"))
+    results = {"experiment": out.name, "kind": "recipe", "dataset": compare.dataset_record(data),
+               "model": model_info, "config": wanted, "optimizer": "adam", "learning_rate": RECIPE_LR,
+               "steps_per_run": config.epochs * steps_per_epoch, "runs": runs,
+               "summary": compare.summarize_seeds(runs["per_seed"], config.confidence),
+               "environment": compare.environment(), "wall_time_s": time.perf_counter() - started}
+    atomic_write_json(out / "results.json", results)
+    return report.load_results(out)
+
+
+FOREST_TEXT = ("One row per (study, arm other than SGD): the paired difference in final test accuracy from "
+               "SGD over the evaluation seeds (●), its 95% t-interval (thin line) and its simultaneous "
+               "Bonferroni interval over the study's primary family (thick pale bar), with the Holm-adjusted "
+               "p-values (t-test and sign-flip permutation) in the row label. Arms with the same runs share "
+               "one row under both names; × marks an arm with a collapsed seed.")
+
+
+def write_index(out: Path, studies: Sequence[str], recipes: Sequence[str] = ()) -> Path:
+    """``out/index.md``: each study's summary table and verdicts, regenerated from its results.json,
+    with ``forest.png`` (:func:`jaxnets.report.plot_forest` over every study) and the recipe
+    studies (:func:`recipe_study`) beside the comparisons' recipe arms."""
     from jaxnets.io import atomic_write_text
 
     lines = ["# Optimizer comparison, full protocol", "",
              "Generated from each study's results.json; each study has its own report.", ""]
     loaded = {name: report.load_results(out / name) for name in studies}
-    walls = {name: results["wall_time_s"] for name, results in loaded.items()}
+    extra = {name: report.load_results(out / name) for name in recipes}
+    walls = {name: results["wall_time_s"] for name, results in {**loaded, **extra}.items()}
     lines += ["Wall time of each study (backend " + next(iter(loaded.values()))["environment"]["platform"]["backend"]
               + "): " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in walls.items())
               + f"; {sum(walls.values()) / 60:.0f} min in all.", ""] if loaded else []
+    if report.forest_rows(loaded):
+        report.plot_forest(loaded, out / "forest.png")
+        lines += ["## Every arm against SGD", "", FOREST_TEXT, "",
+                  "![forest plot of every arm's difference from SGD](forest.png)", ""]
+    if extra:
+        lines += recipe_section(loaded, extra)
     for name, results in loaded.items():
         lines += [f"## [{name}]({name}/report.md)", "", "**Conclusions**", "", report.conclusions_section(results), "",
                   report.summary_table(results), "", report.primary_table(results), ""]
@@ -371,19 +448,46 @@ def write_index(out: Path, studies: Sequence[str]) -> Path:
     return out / "index.md"
 
 
+def recipe_section(studies: Mapping[str, Mapping[str, Any]], recipes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """index.md lines: the recipe on all 4,000 signals beside the constant study's ``adam_recipe`` arm (3,500)."""
+    lines = ["## The authors' recipe on all 4,000 training signals", "",
+             "Adam, lr 1e-2, constant, batch 100, no tuning; final test accuracy (%), mean ± half-width of the "
+             "95% t-interval over the evaluation seeds. The comparisons train on 3,500 signals (500 are their "
+             "validation split); the paper trains on all 4,000.", "",
+             "| model | 4,000 training signals | 3,500 (the study's `adam_recipe` arm) | paper |", "|---|---|---|---|"]
+    for name, results in recipes.items():
+        model = results["model"]["name"]
+        study = studies.get(f"mnist1d_{model}_constant") or {}
+        arm = next((a for a in study.get("arms", []) if a["label"] == "adam_recipe" and a.get("summary")), None)
+        ours = report.format_interval(results["summary"]["final_test_accuracy"], "final_test_accuracy")
+        split = report.format_interval(arm["summary"]["final_test_accuracy"], "final_test_accuracy") if arm else "n/a"
+        lines.append(f"| `{model}` ({results['summary']['final_test_accuracy']['n']} seeds, "
+                     f"{results['steps_per_run']:,} steps) | {ours} | {split} | {RECIPE_PUBLISHED.get(model, 'n/a')} |")
+    return lines + ["", "The paper column is typed from Greydanus (2020) and labelled so; the other columns are read "
+                        "from each study's results.json.", ""]
+
+
 ZHOU_OUT = Path("results/zhou")
 ZHOU_CHECKPOINTS = (0, 5, 20, 172)
 
 
-def _member_loss(state, data, index: int):
-    """Mean training cross-entropy of population member ``index`` as a function of its parameters."""
+def _member_loss(state, data, index: int, cache: dict | None = None):
+    """Mean training cross-entropy of population member ``index`` as a function of its parameters.
+
+    With ``cache`` (a dict kept across calls on one model and dataset), members without model
+    state (no batch statistics) share one pair of loss functions, so ``jaxnets.analysis``
+    compiles each measurement once instead of once per member.
+    """
     import jax
     import jax.numpy as jnp
 
     from jaxnets.objective import objective_for
 
-    objective = objective_for(data.task)
     member = jax.tree_util.tree_map(lambda leaf: leaf[index], state)
+    shared = cache is not None and not jax.tree_util.tree_leaves(member.model_state)
+    if shared and "losses" in cache:
+        return (member.params, *cache["losses"])
+    objective = objective_for(data.task)
     x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
     def batch_loss(params, x, y):
@@ -391,89 +495,187 @@ def _member_loss(state, data, index: int):
         sums = objective.sums(outputs, y, jnp.ones(x.shape[0]))
         return sums["loss"] / sums["count"]
 
-    return member.params, batch_loss, (lambda params: batch_loss(params, x_all, y_all))
+    losses = (batch_loss, lambda params: batch_loss(params, x_all, y_all))
+    if shared:
+        cache["losses"] = losses
+    return (member.params, *losses)
 
 
-def zhou(out: Path = ZHOU_OUT, *, comparison: Path = QUICK_OUT, seeds: int = 5,
-         checkpoints: Sequence[int] = ZHOU_CHECKPOINTS, radius: float = 1.0) -> Path:
-    """Zhou et al. (2020)'s measurements for SGD and Adam at the learning rates the comparison chose.
+#: The pair measured along training (the paper's); every other arm is measured at the end only.
+ZHOU_PAIR = ("sgd", "adam")
 
-    Along training (after each checkpoint epoch count; a run of e epochs is exactly the first e
-    epochs of a longer one, same seed, constant schedule) and for each evaluation seed: the tail
-    index of the minibatch-gradient noise (35 minibatches of 100, one pass in a fixed order,
-    ``jaxnets.analysis.tail_index``); at the end, the largest Hessian eigenvalue of the training
-    loss and its mean rise along random directions of length ``radius``. Writes results.json and
-    report.md into ``out``; returns the report's path.
+
+def zhou_arms(source: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every arm of a comparison with seed runs, at the setting it was evaluated with.
+
+    The setting is ``runs.setting`` (``selection.chosen`` in older records): the learning rate and
+    any searched hyperparameter (eps, weight decay); ``fixed`` holds the arm's fixed ones. An arm
+    (other than SGD and Adam) whose runs are an earlier arm's (the same final parameters on every
+    seed, or else the same optimizer and hyperparameters; e.g. ``adam_recipe`` at Adam's chosen
+    rate) gets ``same_as`` and is not trained again.
+
+    Raises:
+      ValueError: one line when the comparison lacks an ``sgd`` or ``adam`` arm.
     """
+    arms, seen = [], {}
+    for arm in source["arms"]:
+        if not arm.get("runs"):
+            continue
+        setting = {k: float(v) for k, v in (arm["runs"].get("setting") or arm["selection"]["chosen"]).items()}
+        fixed = dict(arm.get("fixed") or {})
+        key = json.dumps(arm["runs"].get("params_sha256")
+                         or [arm["optimizer"], {**(arm.get("hyperparams") or fixed), **setting}], sort_keys=True)
+        twin = key in seen and arm["label"] not in ZHOU_PAIR
+        arms.append({"label": arm["label"], "optimizer": arm["optimizer"], "fixed": fixed, "setting": setting,
+                     **({"same_as": seen[key]} if twin else {})})
+        seen.setdefault(key, arm["label"])
+    labels = [a["label"] for a in arms]
+    if not set(ZHOU_PAIR) <= set(labels):
+        raise ValueError(f"comparison: got arms {labels}; allowed: results with 'sgd' and 'adam' arms")
+    return arms
+
+
+def _zhou_setup(source: Mapping[str, Any]):
+    """The comparison's data split, model and minibatch plan, from what its results.json records."""
     import jax
-    import numpy as np
 
     import jaxnets as jn
-    from jaxnets import analysis
-    from jaxnets.io import atomic_write_json, atomic_write_text
+
+    info = source["model"]
+    load = dict(info.get("load_options") or {"validation": MNIST1D_VALIDATION, "split_seed": SPLIT_SEED})
+    validation, split_seed = load.pop("validation", 0.0), load.pop("split_seed", SPLIT_SEED)
+    data = jn.data.load(source["dataset"]["name"], validation=validation, seed=split_seed, **load)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in (info.get("options") or {}).items()}
+    model = jn.models.get_model(info["name"], output_dim=data.output_dim, **options)
+    batch = int(source["config"]["batch_size"])
+    order = np.asarray(jax.random.permutation(jax.random.key(12345), data.num_train))
+    batches = order[: (data.num_train // batch) * batch].reshape(-1, batch)
+    return data, model, options, batches
+
+
+def _zhou_train(model, data, arm: Mapping[str, Any], epochs: int, final: int, schedule: str, batch: int,
+                seeds: Sequence[int]):
+    """The population state of ``arm`` after ``epochs`` of a ``final``-epoch run (the schedule spans ``final``,
+    so a shorter run is exactly the start of the longer one, same seeds)."""
+    import jaxnets as jn
+    from jaxnets.epochs import steps_for
     from jaxnets.population import create_population, fit_population
 
-    source = report.load_results(comparison)
-    chosen = {arm["label"]: arm["selection"]["chosen"]["learning_rate"] for arm in source["arms"]
-              if arm["label"] in ("sgd", "adam")}
-    if set(chosen) != {"sgd", "adam"}:
-        raise ValueError(f"comparison: got arms {sorted(chosen)}; allowed: results with 'sgd' and 'adam' arms")
-    started = time.perf_counter()
-    data = jn.data.load("mnist1d", validation=MNIST1D_VALIDATION, seed=SPLIT_SEED)
-    model = jn.models.get_model("mlp", output_dim=10, **MODELS["mlp"])
-    seed_list = list(range(seeds))
-    order = np.asarray(jax.random.permutation(jax.random.key(12345), data.num_train))
-    batches = order[: (data.num_train // BATCH_SIZE) * BATCH_SIZE].reshape(-1, BATCH_SIZE)
+    setting = arm["setting"]
+    tx = jn.optim.create(arm["optimizer"], setting["learning_rate"], schedule=schedule,
+                         total_steps=steps_for(data.num_train, batch, final), **arm["fixed"])
+    if epochs == 0:
+        return create_population(model, tx, data.x_train, list(seeds))
+    config = jn.TrainConfig(epochs=epochs, batch_size=batch, eval_every=epochs, nonfinite="ignore")
+    return fit_population(model, data, tx, config, seeds=list(seeds),
+                          hyperparams={k: [v] * len(seeds) for k, v in setting.items()}).state
+
+
+def _zhou_measure(state, data, batches, seeds: Sequence[int], *, end: bool, radius: float, iterations: int,
+                  directions: int, cache: dict) -> dict[str, Any]:
+    """Tail index (both variants) and training loss per seed; at the ``end`` also sharpness."""
+    import jax
+
+    from jaxnets import analysis
+
     xs, ys = data.x_train[batches], data.y_train[batches]
+    keys = ("alpha", "alpha_released", "train_loss") + (("top_eigenvalue", "random_rise") if end else ())
+    values: dict[str, list] = {k: [] for k in keys}
+    for i in range(len(seeds)):
+        params, batch_loss, full_loss = _member_loss(state, data, i, cache)
+        noise = analysis.gradient_noise(analysis.minibatch_gradients(batch_loss, params, xs, ys))
+        values["alpha"].append(analysis.tail_index(noise))
+        values["alpha_released"].append(analysis.tail_index(noise, variant="released"))
+        values["train_loss"].append(float(jax.jit(full_loss)(params)))
+        if end:
+            key = jax.random.key(i)
+            values["top_eigenvalue"].append(analysis.top_hessian_eigenvalue(
+                full_loss, params, key, iterations=iterations, tolerance=1e-4)["eigenvalue"])
+            values["random_rise"].append(analysis.random_direction_sharpness(
+                full_loss, params, key, radius=radius, directions=directions)["mean"])
+    out: dict[str, Any] = dict(values)
+    for k in keys:
+        out[f"{k}_summary"] = stats.mean_ci(values[k]).as_dict()
+    return out
+
+
+def zhou(out: Path | None = None, *, comparison: Path = QUICK_OUT, seeds: int = 5,
+         checkpoints: Sequence[int] = ZHOU_CHECKPOINTS, radius: float = 1.0, epochs: int | None = None,
+         iterations: int = 200, directions: int = 20) -> Path:
+    """Zhou et al. (2020)'s measurements for every arm of a comparison, at the settings it chose.
+
+    The comparison's results.json gives the dataset and split, the model (name and options), the
+    batch size, the schedule and the number of epochs (``epochs`` overrides it, for a short
+    run), and each arm's evaluated setting (:func:`zhou_arms`). For every arm, one population of
+    ``seeds`` seeds trained to the final epoch; at the end, per seed, the tail index of the
+    minibatch-gradient noise (one pass over the training split in fixed minibatches of the
+    comparison's batch size, ``jaxnets.analysis.tail_index``, both variants), the largest Hessian
+    eigenvalue of the training loss (power iteration, at most ``iterations`` products) and its mean
+    rise along ``directions`` random directions of length ``radius``. SGD and Adam are also measured
+    along training, after each of ``checkpoints`` below the final epoch. Writes results.json and
+    report.md into ``out`` (default :func:`zhou_out`); returns the report's path.
+    """
+    from jaxnets.io import atomic_write_json, atomic_write_text
+
+    source = report.load_results(comparison)
+    arms = zhou_arms(source)
+    out = Path(out) if out is not None else zhou_out(comparison, source)
+    started = time.perf_counter()
+    data, model, options, batches = _zhou_setup(source)
+    final = int(epochs if epochs is not None else source["config"]["epochs"])
+    points = sorted({int(c) for c in checkpoints if c < final} | {final})
+    schedule, batch, seed_list = source["config"].get("schedule", "constant"), int(source["config"]["batch_size"]), \
+        list(range(seeds))
     records: dict[str, Any] = {}
-    for label, lr in chosen.items():
+    measured: dict[str, dict] = {}
+    cache: dict = {}
+    for arm in arms:
+        if "same_as" in arm:
+            measured[arm["label"]] = {**measured[arm["same_as"]], "same_as": arm["same_as"]}
+            continue
+        tic = time.perf_counter()
         per_checkpoint = []
-        for epochs in checkpoints:
-            tx = jn.optim.create(label, lr)
-            if epochs == 0:
-                state = create_population(model, tx, data.x_train, seed_list)
-            else:
-                config = jn.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, eval_every=epochs, nonfinite="ignore")
-                state = fit_population(model, data, tx, config, seeds=seed_list,
-                                       hyperparams={"learning_rate": [lr] * seeds}).state
-            alphas, released, losses, top, rise = [], [], [], [], []
-            for i in range(seeds):
-                params, batch_loss, full_loss = _member_loss(state, data, i)
-                noise = analysis.gradient_noise(analysis.minibatch_gradients(batch_loss, params, xs, ys))
-                alphas.append(analysis.tail_index(noise))
-                released.append(analysis.tail_index(noise, variant="released"))
-                losses.append(float(full_loss(params)))
-                if epochs == checkpoints[-1]:
-                    key = jax.random.key(i)
-                    top.append(analysis.top_hessian_eigenvalue(full_loss, params, key, iterations=200,
-                                                               tolerance=1e-4)["eigenvalue"])
-                    rise.append(analysis.random_direction_sharpness(full_loss, params, key, radius=radius,
-                                                                    directions=20)["mean"])
-            entry = {"epochs": epochs, "alpha": alphas, "train_loss": losses,
-                     "alpha_summary": stats.mean_ci(alphas).as_dict(),
-                     "alpha_released": released, "alpha_released_summary": stats.mean_ci(released).as_dict()}
-            if top:
-                entry.update(top_eigenvalue=top, random_rise=rise, top_eigenvalue_summary=stats.mean_ci(top).as_dict(),
-                             random_rise_summary=stats.mean_ci(rise).as_dict())
+        for e in points if arm["label"] in ZHOU_PAIR else [final]:
+            state = _zhou_train(model, data, arm, e, final, schedule, batch, seed_list)
+            entry = {"epochs": e, **_zhou_measure(state, data, batches, seed_list, end=e == final, radius=radius,
+                                                   iterations=iterations, directions=directions,
+                                                   cache=cache)}
             per_checkpoint.append(entry)
-            _say(f"zhou: {label} after {epochs} epochs: alpha {stats.mean_ci(alphas).format(2)}")
-        records[label] = {"learning_rate": lr, "checkpoints": per_checkpoint}
-    paired = []
-    for k, epochs in enumerate(checkpoints):
-        a, b = records["sgd"]["checkpoints"][k], records["adam"]["checkpoints"][k]
-        row = {"epochs": epochs, "alpha": stats.paired_difference(a["alpha"], b["alpha"]).as_dict(),
-               "alpha_released": stats.paired_difference(a["alpha_released"], b["alpha_released"]).as_dict()}
-        if "top_eigenvalue" in a:
-            row["top_eigenvalue"] = stats.paired_difference(a["top_eigenvalue"], b["top_eigenvalue"]).as_dict()
-            row["random_rise"] = stats.paired_difference(a["random_rise"], b["random_rise"]).as_dict()
-        paired.append(row)
-    results = {"experiment": "zhou", "comparison": str(comparison), "seeds": seed_list,
-               "checkpoints": list(checkpoints), "radius": radius, "minibatches": int(len(batches)),
-               "batch_size": BATCH_SIZE, "optimizers": records, "sgd_minus_adam": paired,
+            _say(f"zhou: {arm['label']} after {e} epochs: alpha {stats.mean_ci(entry['alpha']).format(2)}")
+        measured[arm["label"]] = {**per_checkpoint[-1], "wall_time_s": time.perf_counter() - tic}
+        if arm["label"] in ZHOU_PAIR:
+            records[arm["label"]] = {"learning_rate": arm["setting"]["learning_rate"], "checkpoints": per_checkpoint}
+    results = {"experiment": "zhou", "comparison": str(comparison), "dataset": source["dataset"]["name"],
+               "model": {"name": source["model"]["name"], "options": json.loads(json.dumps(options))},
+               "schedule": schedule, "epochs": final, "seeds": seed_list, "checkpoints": points, "radius": radius,
+               "minibatches": int(len(batches)), "batch_size": batch, "optimizers": records,
+               "sgd_minus_adam": _zhou_paired(records, points),
+               "arms": [{**arm, **measured[arm["label"]]} for arm in arms],
                "environment": compare.environment(), "wall_time_s": time.perf_counter() - started}
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", render_zhou(results))
+    atomic_write_text(out / "report.md", render_zhou(report.load_results(out)))
     return out / "report.md"
+
+
+def zhou_out(comparison: Path, source: Mapping[str, Any] | None = None) -> Path:
+    """Where ``--zhou`` writes: results/zhou for the quick default, else results/zhou_MODEL."""
+    if Path(comparison) == QUICK_OUT:
+        return ZHOU_OUT
+    source = source if source is not None else report.load_results(comparison)
+    return ZHOU_OUT.with_name(f"zhou_{source['model']['name']}")
+
+
+def _zhou_paired(records: Mapping[str, Any], points: Sequence[int]) -> list[dict[str, Any]]:
+    """SGD − Adam, paired over seeds, at every checkpoint (sharpness at the end)."""
+    paired = []
+    for k, e in enumerate(points):
+        a, b = records["sgd"]["checkpoints"][k], records["adam"]["checkpoints"][k]
+        row = {"epochs": e}
+        for key in ("alpha", "alpha_released", "top_eigenvalue", "random_rise"):
+            if key in a:
+                row[key] = stats.paired_difference(a[key], b[key]).as_dict()
+        paired.append(row)
+    return paired
 
 
 def render_zhou(results: dict[str, Any]) -> str:
@@ -491,7 +693,9 @@ def render_zhou(results: dict[str, Any]) -> str:
                 if d.get("low") is not None and math.isfinite(d["low"]) else "n/a")
 
     sgd, adam = results["optimizers"]["sgd"], results["optimizers"]["adam"]
-    lines = ["# Gradient-noise tail index and sharpness (Zhou et al. 2020), MNIST-1D MLP", "",
+    where = (f"{results['dataset']} `{results['model']['name']}`, {results['schedule']} schedule"
+             if "model" in results else "MNIST-1D MLP")  # older results measured only the quick MLP
+    lines = [f"# Gradient-noise tail index and sharpness (Zhou et al. 2020), {where}", "",
              f"Generated from `results.json`. SGD at lr {sgd['learning_rate']:g} and Adam at lr "
              f"{adam['learning_rate']:g} (the rates chosen on validation by the comparison in "
              f"`{results['comparison']}`), {len(results['seeds'])} seeds, mean ± 95% t-interval; "
@@ -534,9 +738,28 @@ def render_zhou(results: dict[str, Any]) -> str:
               "estimator assumes a symmetric α-stable law for the pooled coordinates (here every layer's "
               "coordinates pooled together), and sharpness is not invariant to reparametrization. Near zero "
               "training loss the cross-entropy Hessian shrinks with the loss, so the optimizer that ends at the "
-              "lower training loss (see the first table) also tends to show the smaller eigenvalue.", "",
-              f"Wall time: {results['wall_time_s']:.0f} s."]
+              "lower training loss (see the first table) also tends to show the smaller eigenvalue.", ""]
+    lines += _zhou_arm_table(results, cell)
+    lines += [f"Wall time: {results['wall_time_s']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _zhou_arm_table(results: Mapping[str, Any], cell) -> list[str]:
+    """The per-arm table of ``--zhou`` (every arm of the comparison, at the end of training)."""
+    if not results.get("arms"):
+        return []
+    lines = [f"Every arm of the comparison at the end of training ({results['epochs']} epochs), at the setting the "
+             "comparison evaluated (chosen on validation; the recipe's fixed rate), mean ± 95% t-interval over "
+             f"{len(results['seeds'])} seeds:", "",
+             "| arm | optimizer, setting | α (ours) | α (released) | largest Hessian eigenvalue | "
+             f"mean rise, radius {results['radius']:g} | final train loss |", "|---|---|---|---|---|---|---|"]
+    for arm in results["arms"]:
+        setting = ", ".join(f"{'lr' if k == 'learning_rate' else k} {v:g}" for k, v in arm["setting"].items())
+        name = f"`{arm['label']}`" + (f" (same runs as `{arm['same_as']}`)" if arm.get("same_as") else "")
+        lines.append(f"| {name} | {arm['optimizer']}, {setting} | " + " | ".join(
+            cell(arm[f"{k}_summary"]) for k in ("alpha", "alpha_released", "top_eigenvalue", "random_rise",
+                                                  "train_loss")) + " |")
+    return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -552,8 +775,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the measured tables into docs/optimizer_comparison.md (between its markers)")
     parser.add_argument("--zhou", action="store_true",
-                        help="tail index and sharpness of SGD and Adam (Zhou et al. 2020) at the learning rates "
-                             "the quick comparison chose (run it first)")
+                        help="tail index and sharpness (Zhou et al. 2020) of every arm at the settings a finished "
+                             "comparison chose (--comparison; default the quick one: run it first)")
+    parser.add_argument("--comparison", type=Path, default=QUICK_OUT,
+                        help="--zhou: the comparison's results directory, e.g. "
+                             "results/optimizer_comparison_full/mnist1d_cnn1d_constant (its data, model and arms)")
     parser.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "cifar10"),
                         help="cifar10: the scale path (VGG, crop+flip augmentation) on files in --data-dir")
     parser.add_argument("--data-dir", type=Path, default=None, help="--dataset cifar10: the CIFAR-10 python batches")
@@ -574,11 +800,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     if args.zhou:
-        if not (QUICK_OUT / "results.json").is_file():
-            print(f"optimizer_comparison: error: --zhou: got no {QUICK_OUT / 'results.json'}; allowed: run "
-                  "`python -m experiments.optimizer_comparison` first", file=sys.stderr)
+        if not (args.comparison / "results.json").is_file():
+            print(f"optimizer_comparison: error: --comparison: got no {args.comparison / 'results.json'}; allowed: "
+                  "a finished comparison's directory (run `python -m experiments.optimizer_comparison` first)",
+                  file=sys.stderr)
             return 2
-        path = zhou(args.out or ZHOU_OUT, seeds=args.seeds)
+        path = zhou(args.out, comparison=args.comparison, seeds=args.seeds)
     elif args.full:
         path = full(args.out or FULL_OUT, seeds=args.seeds, steps=args.steps or FULL_STEPS, reuse=not args.rerun)
     else:
@@ -586,7 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_conclusions(path.parent / "results.json")
     print(f"report: {path}  ({time.perf_counter() - started:.0f} s)")
     if args.update_docs:
-        update_docs(path.parent, block="zhou" if args.zhou else "full" if args.full else "quick")
+        update_docs(path.parent, block=zhou_block(path.parent) if args.zhou else "full" if args.full else "quick")
     return 0
 
 
@@ -636,6 +863,8 @@ def print_conclusions(results_path: Path) -> None:
 
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "optimizer_comparison.md"
+#: The ``--full`` forest plot as the docs page shows it (beside the quick default's figures).
+FULL_FOREST = DOCS_PAGE.parent / "figures" / "optimizer_comparison" / "full_forest.png"
 
 
 def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] | None:
@@ -647,18 +876,42 @@ def zhou_results(comparison: Path, zhou_out: Path = ZHOU_OUT) -> dict[str, Any] 
     return results if Path(results.get("comparison", "")) == Path(comparison) else None
 
 
+def zhou_block(zhou_dir: Path) -> str:
+    """The docs block of a ``--zhou`` run: ``zhou`` for the MLP, ``zhou-MODEL`` for another model."""
+    name = report.load_results(zhou_dir).get("model", {}).get("name", "mlp")
+    return "zhou" if name == "mlp" else f"zhou-{name}"
+
+
+def _publish_forest(source: Path) -> None:
+    """Copy the forest plot to :data:`FULL_FOREST`, shrunk like every published figure."""
+    import shutil
+    import tempfile
+
+    from experiments.common import publish_figures
+    from jaxnets.io import atomic_write_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(source, Path(tmp) / "forest.png")
+        published = publish_figures(Path(tmp), "forest", figures=Path(tmp) / "figures")
+        atomic_write_bytes(FULL_FOREST, published[0].read_bytes())
+
+
 def update_docs(out: Path, *, block: str) -> None:
     """Copy a run's generated numbers into the docs page, between ``<!-- block:start/end -->``.
 
     The quick default's figures (curves.png, summary.png) go to docs/figures/optimizer_comparison/.
     """
-    from jaxnets.io import replace_marked_block
+    from jaxnets.io import atomic_write_bytes, replace_marked_block
 
     if block == "quick":
         from experiments.common import publish_figures
 
+        # publish_figures empties the page's figure folder; the full block's forest plot lives there too.
+        forest = FULL_FOREST.read_bytes() if FULL_FOREST.is_file() else None
         for path in publish_figures(out, "optimizer_comparison"):
             print(f"published {path} ({path.stat().st_size // 1000} kB)")
+        if forest is not None:
+            atomic_write_bytes(FULL_FOREST, forest)
         results = report.load_results(out)
         text = (f"Generated by `python -m experiments.optimizer_comparison --update-docs`: "
                 f"{results['wall_time_s']:.0f} s wall on a machine with {os.cpu_count()} CPU cores "
@@ -671,13 +924,17 @@ def update_docs(out: Path, *, block: str) -> None:
                 + "\n\n" + "\n".join(f"- {v}" for v in report.verdicts(results))
                 + "\n\n" + report.peek_table(results).replace("### ", "**", 1).replace("\n", "**\n", 1))
     else:
-        text = (out / ("report.md" if block == "zhou" else "index.md")).read_text()
+        text = (out / ("report.md" if block.startswith("zhou") else "index.md")).read_text()
         text = "\n".join(line for line in text.splitlines() if not line.startswith("# "))
         # The index links each study's report relative to the results directory, which
         # is not part of the docs site: name the file instead.
         text = re.sub(r"\[(\w+)\]\(\1/report\.md\)", lambda m: f"{m.group(1)} (report: `{out}/{m.group(1)}/report.md`)",
                       text)
         text = re.sub(r"^## ", "### ", text, flags=re.M)  # sections of the page's own "long protocol" section
+        if block == "full" and "(forest.png)" in text:
+            _publish_forest(out / "forest.png")
+            text = text.replace("(forest.png)", f"({FULL_FOREST.relative_to(DOCS_PAGE.parent).as_posix()})")
+            print(f"published {FULL_FOREST}")
     replace_marked_block(DOCS_PAGE, f"generated-{block}", text)
     print(f"updated {DOCS_PAGE} ({block})")
 

@@ -22,6 +22,7 @@ work on any parameter pytree.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -111,10 +112,26 @@ def minibatch_gradients(loss: Callable[[Any, Any, Any], jax.Array], params: Any,
     >>> minibatch_gradients(f, jnp.array(0.0), jnp.ones((3, 2)), jnp.ones((3, 2))).tolist()
     [[-2.0], [-2.0], [-2.0]]
     """
-    def flat(x, y):
-        return ravel_pytree(jax.grad(loss)(params, x, y))[0]
+    return _minibatch_gradients(loss, params, xs, ys)
 
-    return jax.jit(jax.vmap(flat))(xs, ys)
+
+# The loss is a static argument: calls with the same loss object (a measurement repeated over
+# seeds and checkpoints) reuse one compiled program instead of compiling with the point baked in.
+@functools.partial(jax.jit, static_argnums=0)
+def _minibatch_gradients(loss, params, xs, ys):
+    return jax.vmap(lambda x, y: ravel_pytree(jax.grad(loss)(params, x, y))[0])(xs, ys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flat_hvp(loss, params, v):
+    unravel = ravel_pytree(params)[1]
+    return ravel_pytree(hessian_vector_product(loss, params, unravel(v)))[0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _shifted_losses(loss, params, steps):
+    flat, unravel = ravel_pytree(params)
+    return jax.vmap(lambda step: loss(unravel(flat + step)))(steps)
 
 
 def gradient_noise(gradients: Any) -> np.ndarray:
@@ -160,8 +177,8 @@ def top_hessian_eigenvalue(loss: Callable[[Any], jax.Array], params: Any, key: j
     >>> round(top_hessian_eigenvalue(f, jnp.zeros(3), jax.random.key(0))["eigenvalue"], 4)
     5.0
     """
-    flat, unravel = ravel_pytree(params)
-    hvp = jax.jit(lambda v: ravel_pytree(hessian_vector_product(loss, params, unravel(v)))[0])
+    flat = ravel_pytree(params)[0]
+    hvp = functools.partial(_flat_hvp, loss, params)
     v = jax.random.normal(key, flat.shape, flat.dtype)
     v = v / jnp.linalg.norm(v)
     eigenvalue, previous, used = math.nan, math.nan, 0
@@ -203,12 +220,11 @@ def random_direction_sharpness(loss: Callable[[Any], jax.Array], params: Any, ke
     """
     if not radius > 0:
         raise ValueError(f"radius: got {radius!r}; allowed: a number > 0")
-    flat, unravel = ravel_pytree(params)
-    base = float(loss(params))
-    shifted = jax.jit(jax.vmap(lambda d: loss(unravel(flat + radius * d))))
+    flat = ravel_pytree(params)[0]
+    base = float(_shifted_losses(loss, params, jnp.zeros((1, flat.size), flat.dtype))[0])
     d = jax.random.normal(key, (directions, flat.size), flat.dtype)
     d = d / jnp.linalg.norm(d, axis=1, keepdims=True)
-    rises = np.asarray(shifted(d), np.float64) - base
+    rises = np.asarray(_shifted_losses(loss, params, radius * d), np.float64) - base
     return {"mean": float(rises.mean()), "std": float(rises.std(ddof=1)) if directions > 1 else math.nan,
             "max": float(rises.max()), "radius": float(radius), "directions": int(directions)}
 

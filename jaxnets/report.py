@@ -497,8 +497,9 @@ def _zhou_line(zhou: Mapping[str, Any], alpha: float) -> str:
         verdict = "not detected"
     text = ", ".join(f"{name} SGD − Adam = {_num(t['difference']['mean']):+.3g} (Holm p {_p_text(p)})"
                      for name, t, p in zip(("tail index α", "top Hessian eigenvalue"), tests, adjusted))
-    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), MNIST-1D `mlp` "
-            f"after {last['epochs']} epochs: {verdict} ({text}).")
+    model = (zhou.get("model") or {}).get("name", "mlp")
+    return (f"**Zhou et al. 2020** (SGD's gradient noise is heavier-tailed and SGD ends flatter), "
+            f"{zhou.get('dataset', 'mnist1d')} `{model}` after {last['epochs']} epochs: {verdict} ({text}).")
 
 
 def _best_line(results: Mapping[str, Any], rows: Mapping[str, dict], alpha: float) -> str | None:
@@ -954,6 +955,109 @@ def plot_sensitivity(results: Mapping[str, Any], path: str | os.PathLike) -> Pat
 
 
 
+def forest_rows(studies: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the forest plot: one per (study, group of identical arms other than the reference).
+
+    Each row comes from the study's primary family (``results["primary"]``: arm − SGD on the
+    primary metric); arms with the same runs (:func:`arm_groups`) share one row under all their
+    names; a group that holds the reference itself has no row.
+
+    Args:
+      studies: study name -> results dict, in the order the rows are drawn.
+
+    Returns:
+      Dicts with ``study``, ``name`` (``"adam = adam_recipe"``), ``row`` (the primary row of
+      the group's first arm), ``scale`` (100 for percentages), ``collapsed`` (seeds of the arm
+      that collapsed) and ``reference_collapsed`` (seeds of the reference that collapsed).
+
+    >>> [(r["study"], r["name"]) for r in forest_rows({"demo": demo_results()})]
+    [('demo', 'adam')]
+    """
+    out = []
+    for study, results in studies.items():
+        family = results.get("primary") or {}
+        rows = _primary_rows(results)
+        reference = family.get("reference", "sgd")
+        groups = arm_groups(results)
+        ref_arm = next((m for _, members in groups for m in members if m["label"] == reference), None)
+        ref_bad = sum(collapsed_seeds(results, ref_arm)) if ref_arm else 0
+        for name, members in groups:
+            labels = [m["label"] for m in members]
+            row = next((rows[label] for label in labels if label in rows), None)
+            if reference in labels or row is None:
+                continue
+            out.append({"study": study, "name": name, "row": row,
+                        "scale": 100.0 if row["metric"] in PERCENT_METRICS else 1.0,
+                        "collapsed": int(sum(collapsed_seeds(results, members[0]))), "reference_collapsed": ref_bad})
+    return out
+
+
+#: ``gid`` of the forest plot's artists: point, 95% interval, simultaneous interval.
+FOREST_GIDS = {"point": "difference", "interval": "interval", "adjusted": "adjusted_interval"}
+
+
+def _forest_label(entry: Mapping[str, Any]) -> str:
+    row = entry["row"]
+    p = "identical" if stats.identical(row) else f"Holm p {_p_text(_num(row.get('holm_p')))} (t), " \
+                                                   f"{_p_text(_num(row.get('holm_permutation_p')))} (perm.)"
+    marks = f"; × {entry['collapsed']} collapsed" if entry["collapsed"] else ""
+    return f"{entry['name']}  [{p}{marks}]"
+
+
+def plot_forest(studies: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """``forest.png``: every arm's paired difference from SGD in every study, on one axis.
+
+    One row per :func:`forest_rows` entry, grouped by study (top to bottom in ``studies``'
+    order): ● the mean difference (× when a seed of the arm collapsed), a thin line for its
+    95% t-interval, a thick pale bar for its simultaneous (Bonferroni) interval, a vertical
+    line at 0; the Holm-adjusted p-values (t-test and permutation) in the row label. A study
+    whose reference (SGD) had collapsed seeds says so in its heading.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     plot_forest({"demo": demo_results()}, Path(out) / "forest.png").name
+    'forest.png'
+    """
+    plt = pyplot()
+    entries = forest_rows(studies)
+    names = list(dict.fromkeys(e["study"] for e in entries))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.34 * (len(entries) + len(names))))
+    y, ticks, labels = 0.0, [], []
+    for index, study in enumerate(names):
+        mine = [e for e in entries if e["study"] == study]
+        bad = mine[0]["reference_collapsed"]
+        ax.text(0.0, y - 0.2, study + (f" (reference: × {bad} collapsed)" if bad else ""), transform=ax.get_yaxis_transform(),
+                ha="right", va="center", fontweight="bold", fontsize=9, gid="study")
+        y += 1.0
+        for entry in mine:
+            row, scale, color = entry["row"], entry["scale"], f"C{index % 10}"
+            diff, wide = row["difference"], row["adjusted_interval"]
+            if math.isfinite(_num(wide.get("low"))):
+                ax.plot([_num(wide["low"]) * scale, _num(wide["high"]) * scale], [y, y], color=color, lw=6,
+                        alpha=0.3, solid_capstyle="butt", gid=FOREST_GIDS["adjusted"])
+            if math.isfinite(_num(diff.get("low"))):
+                ax.plot([_num(diff["low"]) * scale, _num(diff["high"]) * scale], [y, y], color=color, lw=1.2,
+                        gid=FOREST_GIDS["interval"])
+            ax.plot(_num(diff["mean"]) * scale, y, "o", color=color, ms=5, gid=FOREST_GIDS["point"])
+            if entry["collapsed"]:
+                ax.plot(_num(diff["mean"]) * scale, y, "x", color="k", ms=9, mew=2, gid=COLLAPSED_GID)
+            ticks.append(y)
+            labels.append(_forest_label(entry))
+            y += 1.0
+        y += 0.3
+    ax.axvline(0.0, color="0.3", lw=0.8, ls="--")
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_ylim(y - 0.5, -1.0)
+    percent = not entries or entries[0]["scale"] == 100.0
+    ax.set_xlabel(("difference from SGD, final test accuracy (points)" if percent else "difference from SGD")
+                  + ": ● mean, thin 95% CI, thick simultaneous (Bonferroni) CI, × collapsed seed")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    save_figure(fig, path)  # closes the figure
+    return path
+
+
 def render_markdown(results: Mapping[str, Any], *, curves: str = "curves.png", summary: str = "summary.png") -> str:
     """The report's Markdown text (figures referenced by relative file names).
     >>> text = render_markdown(demo_results())
@@ -1055,6 +1159,6 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any] | None =
 
 __all__ = [
     "PERCENT_METRICS", "comparison_table", "demo_results", "format_interval", "load_results", "plot_curves",
-    "plot_summary", "plot_sensitivity", "sensitivity_table", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
+    "plot_summary", "plot_sensitivity", "plot_forest", "forest_rows", "sensitivity_table", "arm_groups", "collapsed_seeds", "primary_table", "peek_table", "conclusions", "conclusions_section",
     "published_table", "render_markdown", "selection_table", "summary_table", "verdicts", "write_report",
 ]
