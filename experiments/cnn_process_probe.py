@@ -15,7 +15,9 @@ processes used meanwhile. Variants (processes alternate between them):
 - ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable (transparent
   huge pages for malloc's memory): if TLB misses decided it, slow processes would vanish;
 - ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``
-  (chunks that fit the L2 cache): if the shared L3 cache decided it, they would help.
+  (chunks that fit the L2 cache): if the shared L3 cache decided it, they would help;
+- ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (every thread allocates from glibc's
+  main arena, which can grow, instead of per-thread arenas whose heaps are 64 MiB at most).
 
 Writes ``results/cnn_process_probe/results.json`` and ``table.md``; ``--update-docs`` puts the
 table into docs/architectures/cnn.md.
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks")
+VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena")
 SMALL_CHUNK_BYTES = 2**20
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
@@ -74,6 +76,8 @@ def command(variant: str) -> tuple[list[str], dict]:
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     if variant == "small_chunks":
         argv.append("--small-chunks")
+    if variant == "one_arena":
+        env["MALLOC_ARENA_MAX"] = "1"
     return argv, env
 
 
@@ -109,6 +113,7 @@ def table(rows: dict[str, list[dict]]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--processes", type=int, default=6, help="fresh processes per variant (default 6)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "cnn_process_probe")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/architectures/cnn.md")
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
     from jaxnets.io import atomic_write_json, atomic_write_text, replace_marked_block
 
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    rows = run_all(args.processes, tuple(v for v in VARIANTS if available(v)))
+    rows = run_all(args.processes, tuple(v for v in args.variants if available(v)))
     text = table(rows)
     atomic_write_json(args.out / "results.json", {"date": started, "cpu_count": os.cpu_count(), "rows": rows})
     atomic_write_text(args.out / "table.md", text)

@@ -196,8 +196,11 @@ def _rebuild(spec: dict, path: Path) -> nn.Module:
     class_path = spec["module"]["class"]
     module_name, _, name = class_path.rpartition(".")
     if not class_path.startswith(REBUILDABLE_PACKAGES):
-        raise fail("model", None, f"your module (the directory {str(path)!r} holds a {class_path}, which "
-                   "load_model does not import by name): load_model(path, model=YourModule(...))")
+        # A researcher's own module is never imported by name from a file's contents: the
+        # script that defined it passes an instance (its fields define the shapes checked next).
+        raise ValueError(f"model: got None, and {str(path)!r} holds your own {class_path}, which load_model "
+                         f"does not import by name; allowed: the module itself, "
+                         f"load_model({str(path)!r}, model={name}(...))")
     fields = {key: _from_json(value) for key, value in spec["module"]["fields"].items()}
     unsaved = [key for key, value in fields.items() if isinstance(value, dict) and "unsaved" in value]
     if unsaved:

@@ -176,7 +176,9 @@ def test_predict_save_load_predict_is_bitwise_equal(runs, tmp_path):
     assert np.array_equal(jn.predict(loaded, X_TEST, batch_size=7), jn.predict(state, X_TEST, batch_size=7))
     with pytest.raises(ValueError) as excinfo:
         jn.load_model(path)  # a module of the script's own is not imported by name
-    assert "load_model(path, model=" in one_line_error(excinfo)
+    message = one_line_error(excinfo)
+    assert message.startswith(f"model: got None, and {str(path)!r} holds your own ") and "Net" in message
+    assert message.endswith(f"allowed: the module itself, load_model({str(path)!r}, model=Net(...))")
 
 
 def test_a_registry_model_is_rebuilt_from_its_directory(tmp_path):
