@@ -326,6 +326,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
     """
     studies: list[str] = []
     recipes: list[str] = []
+    planned = full_study_names(models, schedules, digits, recipe)
     for model in models:
         for schedule in schedules:
             arms = arms_for(FULL_OPTIMIZERS, recipe=schedule == "constant")
@@ -337,7 +338,7 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
             run_study(name, "mnist1d", model, MODELS[model], arms, config, out / name,
                       validation=MNIST1D_VALIDATION, extra=extra, reuse=reuse)
             studies.append(name)
-            write_index(out, studies)
+            write_index(out, studies, planned=planned)
     if digits:
         for model, options, load in (("mlp", {"hidden": (100,)}, {}),
                                      ("cnn", {"channels": (16, 32), "dense": (64,)}, {"image": True})):
@@ -352,13 +353,24 @@ def full(out: Path, *, seeds: int = 5, steps: int = FULL_STEPS, models: Sequence
             run_study(name, "digits", model, options, arms, config, out / name, validation=0.2,
                       load_options=load, extra=extra, reuse=reuse)
             studies.append(name)
-            write_index(out, studies)
+            write_index(out, studies, planned=planned)
     for model in models if recipe else ():
         name = f"mnist1d_{model}_recipe4000"
         recipe_study(out / name, model, seeds=seeds, steps=steps, reuse=reuse)
         recipes.append(name)
-        write_index(out, studies, recipes)
+        write_index(out, studies, recipes, planned=planned)
     return out / "index.md"
+
+
+def full_study_names(models: Sequence[str] = ("mlp", "cnn1d"), schedules: Sequence[str] = ("constant", "cosine"),
+                     digits: bool = True, recipe: bool = True) -> list[str]:
+    """The directories ``full`` writes, in its order.
+
+    >>> full_study_names(("mlp",), ("constant",), digits=False)
+    ['mnist1d_mlp_constant', 'mnist1d_mlp_recipe4000']
+    """
+    return ([f"mnist1d_{m}_{s}" for m in models for s in schedules] + (["digits_mlp", "digits_cnn"] if digits else [])
+            + ([f"mnist1d_{m}_recipe4000" for m in models] if recipe else []))
 
 
 #: The MNIST-1D authors' recipe and what their paper reports for it (typed from the paper, labelled so).
@@ -420,14 +432,20 @@ FOREST_TEXT = ("One row per (study, arm other than SGD): the paired difference i
                "one row under both names; × marks an arm with a collapsed seed.")
 
 
-def write_index(out: Path, studies: Sequence[str], recipes: Sequence[str] = ()) -> Path:
+def write_index(out: Path, studies: Sequence[str], recipes: Sequence[str] = (),
+                planned: Sequence[str] = ()) -> Path:
     """``out/index.md``: each study's summary table and verdicts, regenerated from its results.json,
     with ``forest.png`` (:func:`jaxnets.report.plot_forest` over every study) and the recipe
-    studies (:func:`recipe_study`) beside the comparisons' recipe arms."""
+    studies (:func:`recipe_study`) beside the comparisons' recipe arms. Studies of ``planned``
+    that are not (yet) among them are named at the top."""
     from jaxnets.io import atomic_write_text
 
     lines = ["# Optimizer comparison, full protocol", "",
              "Generated from each study's results.json; each study has its own report.", ""]
+    missing = [name for name in planned if name not in (*studies, *recipes)]
+    if missing:
+        lines += ["Not finished in this directory (a later `--full` run trains them and keeps the rest): "
+                  + ", ".join(missing) + ".", ""]
     loaded = {name: report.load_results(out / name) for name in studies}
     extra = {name: report.load_results(out / name) for name in recipes}
     walls = {name: results["wall_time_s"] for name, results in {**loaded, **extra}.items()}

@@ -98,7 +98,13 @@ def test_index_links_the_forest_plot_and_shows_the_recipe_on_all_training_signal
     study["environment"] = {"platform": {"backend": "cpu"}}
     atomic_write_json(tmp_path / "mnist1d_mlp_constant" / "results.json", study)
     atomic_write_json(tmp_path / "mnist1d_mlp_recipe4000" / "results.json", recipe_results("mlp", [0.7, 0.72, 0.74]))
-    text = job.write_index(tmp_path, ["mnist1d_mlp_constant"], ["mnist1d_mlp_recipe4000"]).read_text()
+    planned = job.full_study_names(("mlp",), ("constant", "cosine"), digits=False)
+    text = job.write_index(tmp_path, ["mnist1d_mlp_constant"], ["mnist1d_mlp_recipe4000"], planned=planned).read_text()
+    assert "Not finished in this directory (a later `--full` run trains them and keeps the rest): " \
+           "mnist1d_mlp_cosine." in text.splitlines()
+    assert "Not finished" not in job.write_index(tmp_path, ["mnist1d_mlp_constant"], ["mnist1d_mlp_recipe4000"],
+                                                 planned=planned[:1] + planned[2:]).read_text()
+    text = job.write_index(tmp_path, ["mnist1d_mlp_constant"], ["mnist1d_mlp_recipe4000"], planned=planned).read_text()
     assert "![forest plot of every arm's difference from SGD](forest.png)" in text
     assert (tmp_path / "forest.png").stat().st_size > 1000
     row = next(line for line in text.splitlines() if line.startswith("| `mlp`"))
