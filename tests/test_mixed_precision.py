@@ -86,6 +86,7 @@ _REGISTRY_CASES = {
     "cnn": (dict(channels=(4,), dense=(8,), batch_norm=True), "image"),
     "lenet": ({}, "image"),
     "cnn1d": (dict(channels=4), "signal"),
+    "vgg": (dict(channels=(4,), convs=1, dense=(8,)), "image"),
 }
 
 
@@ -148,6 +149,8 @@ _CLI_CASES = {
     "cnn": ("digits", ["--model-opt", "channels=4", "--model-opt", "dense=8", "--model-opt", "batch_norm=True"]),
     "lenet": ("digits", []),
     "cnn1d": ("digits", ["--model-opt", "channels=4"]),
+    "vgg": ("digits", ["--model-opt", "channels=4", "--model-opt", "convs=1", "--model-opt", "dense=8",
+                       "--model-opt", "input_shape=8,8,1"]),
 }
 
 

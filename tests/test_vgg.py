@@ -50,7 +50,7 @@ def test_conv_impl_paths_agree_in_float64():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"channels": ()}, "channels: got (); allowed: a tuple of ints >= 1"),
+    ({"channels": ()}, "channels: got (); allowed: an int >= 1 or a tuple of them"),
     ({"convs": (2,)}, "convs: got (2,); allowed: an int >= 1 or 3 of them (one per stage)"),
 ])
 def test_bad_options_fail_in_one_line(options, message):
@@ -60,3 +60,14 @@ def test_bad_options_fail_in_one_line(options, message):
 
 def test_doctests():
     assert doctest.testmod(vgg).failed == 0
+
+
+def test_flat_rows_become_images_with_input_shape_as_in_cnn():
+    VGG = vgg.VGG  # noqa: N806
+    flat = VGG(output_dim=3, channels=4, convs=1, dense=(), input_shape=(8, 8, 1))
+    images = VGG(output_dim=3, channels=(4,), convs=1, dense=())
+    x = jax.random.normal(jax.random.key(0), (2, 64))
+    variables = images.init(jax.random.key(1), x.reshape(2, 8, 8, 1))
+    assert jnp.array_equal(flat.apply(variables, x), images.apply(variables, x.reshape(2, 8, 8, 1)))
+    with pytest.raises(ValueError, match=r"^input_shape: got \(64,\); allowed: \(H, W, C\) of one image$"):
+        VGG(output_dim=3, input_shape=(64,))

@@ -34,10 +34,12 @@ from jaxnets.models.regularizers import (BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
 
 
 def _widths(value: Any, field: str, *, allow_empty: bool) -> tuple[int, ...]:
-    values = tuple(value) if isinstance(value, (tuple, list)) else None
+    # One int means one layer (as CNN takes it; the CLI's --model-opt channels=4 gives an int).
+    one = isinstance(value, int) and not isinstance(value, bool)
+    values = (value,) if one else tuple(value) if isinstance(value, (tuple, list)) else None
     if values is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values) \
             or (not values and not allow_empty):
-        raise ValueError(f"{field}: got {value!r}; allowed: a tuple of ints >= 1")
+        raise ValueError(f"{field}: got {value!r}; allowed: an int >= 1 or a tuple of them")
     return values
 
 
@@ -50,6 +52,8 @@ class VGG(nn.Module):
       convs: convolutions per stage: one int for every stage, or one per stage.
       dense: widths of the hidden dense layers (batch norm and ReLU after each); ``()`` for none.
       dropout_rate: inverted dropout on the input of every dense layer in training.
+      input_shape: reshape each flat example to this (H, W, C) first (e.g. ``(8, 8, 1)`` for
+        scikit-learn's digits), as ``CNN`` does; None takes images as they come.
       bn_momentum, bn_epsilon: batch norm's running-average momentum (Flax convention) and ε.
       batch_norm_axis_name: mapped axis over which training averages batch statistics
         (set by ``fit`` under ``parallel="pmap"``).
@@ -73,6 +77,7 @@ class VGG(nn.Module):
     convs: Any = 2
     dense: Sequence[int] = (256,)
     dropout_rate: float = 0.0
+    input_shape: Sequence[int] | None = None
     bn_momentum: float = BATCH_NORM_MOMENTUM
     bn_epsilon: float = BATCH_NORM_EPSILON
     batch_norm_axis_name: str | None = None
@@ -85,6 +90,10 @@ class VGG(nn.Module):
     def __post_init__(self) -> None:
         self.channels = _widths(self.channels, "channels", allow_empty=False)
         self.dense = _widths(self.dense, "dense", allow_empty=True)
+        if self.input_shape is not None:
+            self.input_shape = _widths(self.input_shape, "input_shape", allow_empty=False)
+            if len(self.input_shape) != 3:
+                raise ValueError(f"input_shape: got {self.input_shape!r}; allowed: (H, W, C) of one image")
         self.convs = self.convs_per_stage()
         if isinstance(self.output_dim, bool) or not isinstance(self.output_dim, int) or self.output_dim < 1:
             raise ValueError(f"output_dim: got {self.output_dim!r}; allowed: an int >= 1")
@@ -132,8 +141,10 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Map images (N, H, W, C) to logits (N, output_dim)."""
+        """Map images (N, H, W, C) to logits (N, output_dim); flat rows first become ``input_shape``."""
         x = jnp.asarray(x)
+        if self.input_shape is not None:
+            x = x.reshape(x.shape[0], *self.input_shape)
         if x.ndim != 4:
             raise ValueError(f"x: got shape {x.shape}; allowed: images (N, H, W, C)")
         if min(x.shape[1:3]) < 2 ** len(self.channels):
@@ -168,8 +179,9 @@ class VGG(nn.Module):
 
 def _build_vgg(output_dim: int, channels: Any = (64, 128, 256), convs: Any = 2, dense: Any = (256,),
                dropout_rate: float = 0.0, kernel_init: str = "he", init_scale: float | None = None,
-               conv_impl: str = "auto", dtype: str = "float32") -> nn.Module:
+               conv_impl: str = "auto", input_shape: Any = None, dtype: str = "float32") -> nn.Module:
     return VGG(output_dim=output_dim, channels=channels, convs=convs, dense=dense, dropout_rate=dropout_rate,
+               input_shape=input_shape,
                kernel_init=kernel_init, init_scale=init_scale, conv_impl=conv_impl, dtype=compute_dtype(dtype))
 
 
