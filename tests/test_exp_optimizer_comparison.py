@@ -153,7 +153,7 @@ def test_full_runs_the_recipe_studies_after_the_unchanged_comparisons(monkeypatc
                         calls.append((name, [a.label for a in arms], config.epochs, config.eval_every,
                                       config.selection_seeds)))
     monkeypatch.setattr(job, "recipe_study", lambda out, model, **kw: calls.append((out.name, model, kw)))
-    monkeypatch.setattr(job, "write_index", lambda *args: None)
+    monkeypatch.setattr(job, "write_index", lambda *args, **kwargs: None)
     job.full(tmp_path)
     tuned = ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad", "adamw", "adam_eps"]
     assert calls[:4] == [("mnist1d_mlp_constant", tuned + ["adam_recipe"], 172, 2, 3),
