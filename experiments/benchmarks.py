@@ -37,6 +37,7 @@ import numpy as np
 import jaxnets as jn
 from jaxnets.host_memory import DEFAULT_THRESHOLD_BYTES, retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
+from experiments.torch_baseline import answer_requests
 from jaxnets.profiling import block, compiled_flops, cpu_snapshot, other_load, round_robin_medians
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,8 @@ def torch_env(retained: bool | None = None) -> dict:
 
 
 class Served:
-    """One candidate in a process of its own, run on request (``run`` -> ``done`` over a pipe).
+    """One candidate in a process of its own, run on request (``run`` -> ``done`` over a pipe; the
+    serving side is ``experiments.torch_baseline.answer_requests``).
 
     The serving process builds its candidate, prints one JSON line (what it is), then runs
     it once per ``run`` line; ``stats`` returns its own measurements (page faults). While
@@ -101,19 +103,6 @@ class Served:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
-
-
-def serve(run: Callable[[], None], info: dict) -> None:
-    """The serving side of :class:`Served`: announce ``info``, then answer ``run`` and ``stats``."""
-    runs, faults = 0, 0
-    print(json.dumps(info), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "run":
-            faults += minor_faults(run)
-            runs += 1
-            print("done", flush=True)
-        elif line.strip() == "stats":
-            print(json.dumps({"minor_page_faults_per_run": faults / max(runs, 1)}), flush=True)
 
 
 def torch_served(model: str, steps: int, retained: bool | None = None) -> Served:
@@ -347,17 +336,6 @@ def cnn_summary(runs: list[dict]) -> dict:
             out[key] = float(np.median([run[key] for run in runs]))
             out[key + "_spread"] = spread([run[key] for run in runs])
     return out
-
-
-def minor_faults(run: Callable[[], None]) -> int:
-    """Minor page faults this process takes during one ``run()`` (Unix; 0 elsewhere)."""
-    try:
-        import resource
-    except ImportError:
-        return 0
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    run()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def cnn_candidate(name: str, steps: int = CNN_STEPS) -> tuple[Callable[[], None], dict]:
@@ -823,7 +801,7 @@ def main(argv=None) -> int:
         print(json.dumps(data_parallel_worker(repeats)))
         return 0
     if args.serve_cnn:
-        serve(*cnn_candidate(args.serve_cnn))
+        answer_requests(*cnn_candidate(args.serve_cnn))
         return 0
     results = []
     for name in args.only or list(BENCHMARKS):

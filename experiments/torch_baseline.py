@@ -115,15 +115,13 @@ def standalone(model: str, steps: int, repeats: int) -> dict:
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def serve(model: str, steps: int) -> None:
-    """Build the model, print one JSON line, then run ``steps`` steps per "run" line read from stdin.
+def answer_requests(run: Callable[[], None], info: dict) -> None:
+    """A benchmark worker's side of the pipe: print ``info``, then answer each stdin line.
 
-    A "stats" line is answered with this process's minor page faults per run so far.
+    "run" runs ``run()`` and answers "done"; "stats" answers this process's minor page
+    faults per run so far. ``experiments.benchmarks`` serves its JAX candidates with it too.
     """
-    import torch
-
-    run = RUNNERS[model](*batch(model), steps)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    print(json.dumps(info), flush=True)
     runs, faults = 0, 0
     for line in sys.stdin:
         if line.strip() == "run":
@@ -133,6 +131,14 @@ def serve(model: str, steps: int) -> None:
             print("done", flush=True)
         elif line.strip() == "stats":
             print(json.dumps({"minor_page_faults_per_run": faults / max(runs, 1)}), flush=True)
+
+
+def serve(model: str, steps: int) -> None:
+    """Build the model, then answer requests (:func:`answer_requests`) with ``steps`` steps per run."""
+    import torch
+
+    answer_requests(RUNNERS[model](*batch(model), steps),
+                    {"torch": torch.__version__, "threads": torch.get_num_threads()})
 
 
 def main(argv=None) -> int:

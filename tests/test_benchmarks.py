@@ -26,7 +26,7 @@ def test_pytorch_gets_the_same_allocator_thresholds_through_the_environment():
 
 
 def test_a_served_candidate_runs_on_request_and_reports_its_faults():
-    code = "from experiments.benchmarks import serve; serve(lambda: None, {'candidate': 'noop'})"
+    code = "from experiments.torch_baseline import answer_requests as a; a(lambda: None, {'candidate': 'noop'})"
     worker = benchmarks.Served([sys.executable, "-c", code])
     try:
         assert worker.info == {"candidate": "noop"}
