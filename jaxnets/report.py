@@ -378,6 +378,10 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
             better = a if (mean > 0) == classification else b
             worse = b if better == a else a
             size = f"{abs(mean) * scale:.1f}{unit}" if classification else f"{abs(mean):.3g}"
+            # The interval of the size just stated (positive), not of a − b, whose sign may be the other way.
+            lo, hi = (low, high) if mean > 0 else (-high, -low)
+            ci = (f"{level}% CI {lo * scale:+.1f} to {hi * scale:+.1f}{unit}" if classification
+                  else f"{level}% CI {lo:+.3g} to {hi:+.3g}")
             sentence = f"**{a} vs {b}**: {better} reaches a better final {what} than {worse} by {size} ({ci}; {tail})"
         else:
             sentence = (f"**{a} vs {b}**: no difference in final {what} is detected "

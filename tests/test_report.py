@@ -10,6 +10,7 @@ import math
 import matplotlib.image
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from jaxnets import compare, report
 from jaxnets.cli import compare as compare_cli
@@ -203,6 +204,24 @@ def test_identical_arms_print_identical_not_nan(tmp_path):
     sentence = report.verdicts(loaded)[0]
     assert sentence == ("**adam vs adam_recipe**: identical final test accuracy on every seed (3 seeds); "
                         "identical final training losses."), sentence
+
+
+def test_verdict_interval_is_of_the_stated_size_when_the_second_arm_wins():
+    """'b reaches a better accuracy than a by 2.5 points' carries the interval of b − a (positive), not of a − b."""
+    metrics = compare.PAIRED_METRICS_CLASSIFICATION
+    sgd = {m: [0.60, 0.62, 0.61, 0.63, 0.60] for m in metrics}
+    adam = {m: [v + d for v, d in zip(values, (0.02, 0.03, 0.025, 0.02, 0.03))] for m, values in sgd.items()}
+    arms = [{"label": label, "runs": {"seeds": [0, 1, 2, 3, 4], "per_seed": per_seed}}
+            for label, per_seed in (("sgd", sgd), ("adam", adam))]
+    results = report.demo_results()
+    results["config"]["pairs"] = [["sgd", "adam"]]
+    results["comparisons"] = compare.paired_comparisons(arms, results["config"]["pairs"], "multiclass")
+    sentence = report.verdicts(results)[0]
+    diffs = np.array([0.02, 0.03, 0.025, 0.02, 0.03]) * 100
+    half = scipy_stats.t.ppf(0.975, 4) * diffs.std(ddof=1) / np.sqrt(5)
+    expected = f"adam reaches a better final test accuracy than sgd by {diffs.mean():.1f} points " \
+               f"(95% CI {diffs.mean() - half:+.1f} to {diffs.mean() + half:+.1f} points;"
+    assert expected in sentence, sentence
 
 
 # ------------------------------------------------------------------ conclusions from hand-made results
