@@ -1,23 +1,24 @@
-"""Is the CNN step's speed fixed per process? Time it in many fresh processes under several settings.
+"""Why does the CNN step sometimes run slow? Time it run by run in fresh processes, with the machine's cross-core state.
 
-    python -m experiments.cnn_process_probe                  # 6 processes per variant (about 6 minutes)
-    python -m experiments.cnn_process_probe --processes 3 --update-docs
+    python -m experiments.cnn_process_probe                  # 5 processes each of retained and default (about 3 minutes)
+    python -m experiments.cnn_process_probe --processes 5 --update-docs
 
 Each process builds the benchmark CNN (``experiments.benchmarks.cnn_candidate``,
-``conv_impl="auto"``), warms it up, times 9 runs of 5 steps and reports the median steps/s,
-its runs' spread, how many cores it kept busy, and the share of the machine other
-processes used meanwhile. Variants (processes alternate between them):
+``conv_impl="auto"``), warms it up, then times ``RUNS`` runs of 5 steps; after each run it
+measures how fast data written on one core is read on the other
+(``jaxnets.profiling.cross_core_handoff``: its ratio to the same work on one core; at
+``SLOW_CROSS_CORE_RATIO`` or more the run counts as in the "slow cross-core state").
+The table splits the runs by that state. Variants (processes alternate between them):
 
 - ``retained``: ``retain_freed_memory()`` as the benchmark and the CLI call it;
 - ``default``: glibc's default allocator settings (what a script that never calls it gets);
-- ``no_aslr``: ``retained`` with address-space randomization off (``setarch -R``): if
-  buffer placement in virtual memory decided the speed, every process would be alike;
-- ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable (transparent
-  huge pages for malloc's memory): if TLB misses decided it, slow processes would vanish;
-- ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``
-  (chunks that fit the L2 cache): if the shared L3 cache decided it, they would help;
-- ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (every thread allocates from glibc's
-  main arena, which can grow, instead of per-thread arenas whose heaps are 64 MiB at most).
+- ``no_aslr``: ``retained`` with address-space randomization off (``setarch -R``);
+- ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable;
+- ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``;
+- ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (one glibc arena for every thread).
+
+The last four tested placement hypotheses for the slow runs (virtual addresses, TLB
+misses, cache-sized chunks, per-thread arenas); none removed them (docs/architectures/cnn.md).
 
 Writes ``results/cnn_process_probe/results.json`` and ``table.md``; ``--update-docs`` puts the
 table into docs/architectures/cnn.md.
@@ -36,16 +37,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena")
+DEFAULT_VARIANTS = ("retained", "default")
+RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
 
 def measure(retained: bool, small_chunks: bool) -> dict:
-    """In this process: the CNN step's median steps/s over 9 timed runs, with load and cores busy."""
+    """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from jaxnets.host_memory import retain_freed_memory
     from jaxnets.kernels import conv
-    from jaxnets.profiling import cpu_snapshot, other_load
+    from jaxnets.profiling import cpu_snapshot, cross_core_handoff, other_load
 
     if retained:
         retain_freed_memory()
@@ -54,14 +57,13 @@ def measure(retained: bool, small_chunks: bool) -> dict:
     run, _ = cnn_candidate("jaxnets_auto")
     for _ in range(3):
         run()
-    start, rates = cpu_snapshot(), []
-    for _ in range(9):
+    start, rates, ratios = cpu_snapshot(), [], []
+    for _ in range(RUNS):
         tick = time.perf_counter()
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
-    end = cpu_snapshot()
-    return {"steps_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "cores_busy": (end.ours - start.ours) / (end.wall - start.wall), **other_load(start, end)}
+        ratios.append(cross_core_handoff().ratio)
+    return {"steps_per_s": rates, "cross_core_ratio": ratios, **other_load(start, cpu_snapshot())}
 
 
 def command(variant: str) -> tuple[list[str], dict]:
@@ -98,23 +100,40 @@ def run_all(processes: int, variants: tuple[str, ...]) -> dict[str, list[dict]]:
     return rows
 
 
+def split_by_state(runs: list[dict]) -> dict[str, list[float]]:
+    """Every run's steps/s, split by the cross-core state measured right after it."""
+    from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
+
+    out: dict[str, list[float]] = {"normal": [], "slow": []}
+    for process in runs:
+        for rate, ratio in zip(process["steps_per_s"], process["cross_core_ratio"]):
+            out["slow" if ratio >= SLOW_CROSS_CORE_RATIO else "normal"].append(rate)
+    return out
+
+
 def table(rows: dict[str, list[dict]]) -> str:
-    lines = ["| variant | steps/s of each process (median of its 9 runs) | slowest / fastest | cores busy | "
-             "others' share of the CPUs (max) |", "|---|---|---|---|---|"]
+    """Per variant: runs and steps/s in each cross-core state, and each process's median."""
+    def cell(rates):
+        if not rates:
+            return "0 runs"
+        return (f"{len(rates)} runs: median {statistics.median(rates):.1f} "
+                f"({min(rates):.1f} to {max(rates):.1f})")
+
+    lines = ["| variant | normal cross-core state: steps/s | slow cross-core state: steps/s | "
+             "median steps/s of each process | others' share of the CPUs (max) |", "|---|---|---|---|---|"]
     for variant, runs in rows.items():
-        rates = [r["steps_per_s"] for r in runs]
+        split = split_by_state(runs)
         others = [r["other_processes"] for r in runs if r["other_processes"] is not None]
-        lines.append(f"| {variant} | " + ", ".join(f"{v:.1f}" for v in rates)
-                     + f" | {min(rates) / max(rates):.2f} | "
-                     + f"{min(r['cores_busy'] for r in runs):.2f} to {max(r['cores_busy'] for r in runs):.2f} | "
+        lines.append(f"| {variant} | {cell(split['normal'])} | {cell(split['slow'])} | "
+                     + ", ".join(f"{statistics.median(r['steps_per_s']):.1f}" for r in runs) + " | "
                      + (f"{100 * max(others):.1f}%" if others else "n/a") + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--processes", type=int, default=6, help="fresh processes per variant (default 6)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS))
+    parser.add_argument("--processes", type=int, default=5, help="fresh processes per variant (default 5)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "cnn_process_probe")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/architectures/cnn.md")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -127,6 +146,7 @@ def main(argv=None) -> int:
     if args.processes < 1:
         parser.error(f"--processes: got {args.processes}; allowed: an integer >= 1")
     from jaxnets.io import atomic_write_json, atomic_write_text, replace_marked_block
+    from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
 
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     rows = run_all(args.processes, tuple(v for v in args.variants if available(v)))
@@ -136,7 +156,10 @@ def main(argv=None) -> int:
     print(text)
     if args.update_docs:
         head = (f"Generated by `python -m experiments.cnn_process_probe --update-docs` on {started}, "
-                f"{os.cpu_count()} CPU cores, {args.processes} fresh processes per variant (alternating):\n\n")
+                f"{os.cpu_count()} CPU cores, {args.processes} fresh processes per variant (alternating), "
+                f"{RUNS} runs of 5 steps each; a run is in the slow cross-core state when the handoff "
+                f"measured right after it took at least {SLOW_CROSS_CORE_RATIO:g} times the same work on one "
+                f"core:\n\n")
         replace_marked_block(DOCS_PAGE, "process-probe", head + text)
         print(f"updated {DOCS_PAGE}")
     return 0

@@ -6,13 +6,16 @@ as its baseline, because shared machines are noisy.
 from __future__ import annotations
 
 import os
+import queue
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 try:
     import resource
@@ -167,3 +170,90 @@ def other_load(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float | None]:
 
 __all__ = ["CpuSnapshot", "block", "compiled_flops", "cpu_snapshot", "matmul_peak_gflops", "median_time",
            "other_load", "round_robin_medians"]
+
+
+#: A cross-core handoff slower than this many times the same work on one core marks the
+#: machine's "slow cross-core state" (docs/architectures/cnn.md, "The CPU seam").
+SLOW_CROSS_CORE_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class CrossCore:
+    """How fast data written on one core is read on another, against the same work on one core."""
+
+    handoff_us: float  #: one thread writes the buffer, a thread on another core then reads it
+    local_us: float    #: the same write and read by one thread
+    cpus: tuple[int, ...]  #: the two CPUs used ((cpu,) when the process may only use one)
+
+    @property
+    def ratio(self) -> float:
+        return self.handoff_us / self.local_us
+
+    @property
+    def slow(self) -> bool:
+        return self.ratio >= SLOW_CROSS_CORE_RATIO
+
+
+class _PinnedWorker:
+    """A daemon thread kept on one CPU that runs ``work`` once per request and reports to ``done``."""
+
+    def __init__(self, cpu: int | None, work: Callable[[], Any], done: queue.Queue):
+        self.requests: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, args=(cpu, work, done), daemon=True).start()
+
+    def _serve(self, cpu, work, done) -> None:
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {cpu})  # 0: the calling thread (Linux)
+        while self.requests.get():
+            work()
+            done.put(None)
+
+    def run(self, done: queue.Queue) -> None:
+        self.requests.put(True)
+        done.get()
+
+    def stop(self) -> None:
+        self.requests.put(False)
+
+
+def cross_core_handoff(nbytes: int = 4 * 2**20, rounds: int = 60) -> CrossCore:
+    """Median time to hand a buffer from one core to another, and to write and read it on one core.
+
+    A writer thread fills ``nbytes`` of float32 on one CPU, a reader thread on another CPU
+    then sums them; the local figure is both done by one thread on the writer's CPU. On
+    a virtual machine whose host at times places its virtual CPUs far apart, the handoff
+    slows while the local work does not, and multi-threaded steps that pass data between
+    threads (XLA's CPU runtime does) slow with it. NumPy only: it measures the machine.
+
+    >>> cross_core_handoff(2**16, rounds=3).local_us > 0
+    True
+    """
+    if nbytes < 4 or rounds < 1:
+        raise ValueError(f"nbytes, rounds: got {nbytes}, {rounds}; allowed: nbytes >= 4 and rounds >= 1")
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpus = tuple(allowed[:2])
+    buffer, source = np.zeros(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
+
+    def write_then_read() -> None:
+        np.copyto(buffer, source)
+        buffer.sum()
+
+    done: queue.Queue = queue.Queue()
+    first, last = (cpus[0], cpus[-1]) if cpus else (None, None)
+    writer = _PinnedWorker(first, lambda: np.copyto(buffer, source), done)
+    reader = _PinnedWorker(last, buffer.sum, done)
+    local = _PinnedWorker(first, write_then_read, done)
+    handoff, alone = [], []
+    try:
+        for _ in range(rounds):
+            tick = time.perf_counter()
+            writer.run(done)
+            reader.run(done)
+            handoff.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            local.run(done)
+            alone.append(time.perf_counter() - tick)
+    finally:
+        for worker in (writer, reader, local):
+            worker.stop()
+    return CrossCore(1e6 * statistics.median(handoff), 1e6 * statistics.median(alone), cpus)

@@ -1,10 +1,12 @@
 """FLOP counts from XLA's cost analysis, against the closed form of a dense layer; timing helpers."""
+import os
 import time
 
 import jax.numpy as jnp
 import pytest
 
 import jaxnets as jn
+from jaxnets import profiling
 from jaxnets.profiling import compiled_flops, matmul_peak_gflops, median_time
 
 
@@ -65,3 +67,13 @@ def test_other_load_sees_a_busy_process_that_is_not_ours():
     assert other_load(start, end)["other_processes"] > 0.3 / os.cpu_count()
     quiet = cpu_snapshot()
     assert cpu_snapshot().ours >= quiet.ours
+
+
+def test_cross_core_handoff_measures_both_paths_and_refuses_nonsense():
+    cross = profiling.cross_core_handoff(2**16, rounds=3)
+    assert cross.handoff_us > 0 and cross.local_us > 0
+    assert cross.ratio == cross.handoff_us / cross.local_us
+    assert cross.slow == (cross.ratio >= profiling.SLOW_CROSS_CORE_RATIO)
+    assert len(cross.cpus) == min(2, len(os.sched_getaffinity(0)))
+    with pytest.raises(ValueError, match=r"^nbytes, rounds: got 2, 3; allowed"):
+        profiling.cross_core_handoff(2, rounds=3)
