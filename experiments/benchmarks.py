@@ -38,8 +38,8 @@ import jaxnets as jn
 from jaxnets.host_memory import DEFAULT_THRESHOLD_BYTES, retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
 from experiments.torch_baseline import answer_requests
-from jaxnets.profiling import (SLOW_CROSS_CORE_RATIO, block, compiled_flops, cpu_snapshot, cross_core_handoff,
-                               other_load, round_robin_medians)
+from jaxnets.profiling import (UNEVEN_CPU_RATIO, block, compiled_flops, cpu_balance, cpu_snapshot, other_load,
+                               round_robin_medians)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,10 +300,10 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
             served["torch_eager"] = torch_served("cnn", CNN_STEPS, retained)
         pids = [worker.proc.pid for worker in served.values()]
         before = cpu_snapshot(pids)
-        cross_core: list[float] = []  # the machine's cross-core state, measured once per round
-        times = round_robin_medians({**served, "cross_core": lambda: cross_core.append(cross_core_handoff().ratio)},
+        balance: list[float] = []  # the machine's state: are its CPUs even? Measured once per round
+        times = round_robin_medians({**served, "cpu_balance": lambda: balance.append(cpu_balance().ratio)},
                                     repeats=repeats)
-        times.pop("cross_core")
+        times.pop("cpu_balance")
         load = other_load(before, cpu_snapshot(pids))
         faults = {name: json.loads(served[name].ask("stats"))["minor_page_faults_per_run"] / CNN_STEPS
                   for name in ("jaxnets_auto", "hand_jax")}
@@ -321,8 +321,8 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
            # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
            # mmap threshold maps them afresh on every call (jaxnets.host_memory).
            "minor_page_faults_per_step": faults, "host_memory_retained": retained, "other_load": load,
-           # Cross-core handoff / the same work on one core, once per round (jaxnets.profiling).
-           "cross_core_ratio": cross_core[-repeats:]}
+           # Slowest / fastest CPU on the same work, once per round (jaxnets.profiling.cpu_balance).
+           "cpu_ratio": balance[-repeats:]}
     out.update(torch_columns(per_step, standalone, "jaxnets_auto"))
     if standalone is not None:
         out["goal_ratio_vs_torch_eager"] = 1.0
@@ -336,7 +336,7 @@ def cnn_summary(runs: list[dict]) -> dict:
            "minor_page_faults_per_step_per_process": [run["minor_page_faults_per_step"] for run in runs],
            "torch_standalone_steps_per_s_per_process": [run.get("torch_standalone_steps_per_s") for run in runs],
            "other_load_per_process": [run["other_load"] for run in runs],
-           "cross_core_ratio_per_process": [run.get("cross_core_ratio", []) for run in runs]}
+           "cpu_ratio_per_process": [run.get("cpu_ratio", []) for run in runs]}
     for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager",
                 "torch_worker_vs_standalone"):
         if key in runs[0]:
@@ -858,27 +858,27 @@ def update_docs(out: Path) -> None:
         print("updated docs/architectures/cnn.md")
 
 
-def cross_core_cell(ratios: list[float]) -> str:
-    """The rounds' cross-core ratios: median, max, and how many reached ``SLOW_CROSS_CORE_RATIO``."""
+def cpu_ratio_cell(ratios: list[float]) -> str:
+    """The rounds' slowest/fastest CPU ratios: median, max, and how many reached ``UNEVEN_CPU_RATIO``."""
     if not ratios:
         return "n/a"
-    slow = sum(r >= SLOW_CROSS_CORE_RATIO for r in ratios)
-    return f"{np.median(ratios):.2f} ({max(ratios):.2f}), {slow} of {len(ratios)}"
+    uneven = sum(r >= UNEVEN_CPU_RATIO for r in ratios)
+    return f"{np.median(ratios):.2f} ({max(ratios):.2f}), {uneven} of {len(ratios)}"
 
 
 def cnn_process_table(result: dict) -> str:
     """Steps/s of every candidate in every set of fresh processes, and jaxnets over PyTorch."""
     lines = ["| allocator | set | jaxnets (`auto`) | jaxnets (`xla`) | hand-written JAX | PyTorch eager | "
-             "PyTorch alone | jaxnets / PyTorch | cross-core ratio: median (max), slow rounds |",
+             "PyTorch alone | jaxnets / PyTorch | slowest / fastest CPU: median (max), uneven rounds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for kind, summary in result["allocators"].items():
         alone = summary["torch_standalone_steps_per_s_per_process"]
-        cross = summary.get("cross_core_ratio_per_process") or [[] for _ in summary["steps_per_s_per_process"]]
+        balance = summary.get("cpu_ratio_per_process") or [[] for _ in summary["steps_per_s_per_process"]]
         for i, rates in enumerate(summary["steps_per_s_per_process"]):
             torch_rate = rates.get("torch_eager")
             cells = [f"{rates[name]:.1f}" for name in ("jaxnets_auto", "jaxnets_xla", "hand_jax")]
             cells += [f"{torch_rate:.1f}" if torch_rate else "n/a", f"{alone[i]:.1f}" if alone[i] else "n/a",
-                      f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cross_core_cell(cross[i])]
+                      f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cpu_ratio_cell(balance[i])]
             lines.append(f"| {ALLOCATOR_TEXT[kind]} | {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

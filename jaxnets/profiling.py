@@ -172,26 +172,26 @@ __all__ = ["CpuSnapshot", "block", "compiled_flops", "cpu_snapshot", "matmul_pea
            "other_load", "round_robin_medians"]
 
 
-#: A cross-core handoff slower than this many times the same work on one core marks the
-#: machine's "slow cross-core state" (docs/architectures/cnn.md, "The CPU seam").
-SLOW_CROSS_CORE_RATIO = 2.0
+#: When the same memory-bound work takes this many times longer on one of the process's
+#: CPUs than on another, the machine is in its "uneven CPUs" state (docs/architectures/cnn.md).
+UNEVEN_CPU_RATIO = 1.5
 
 
 @dataclass(frozen=True)
-class CrossCore:
-    """How fast data written on one core is read on another, against the same work on one core."""
+class CpuBalance:
+    """The same memory-bound work timed on each CPU the process may use."""
 
-    handoff_us: float  #: one thread writes the buffer, a thread on another core then reads it
-    local_us: float    #: the same write and read by one thread
-    cpus: tuple[int, ...]  #: the two CPUs used ((cpu,) when the process may only use one)
+    per_cpu_us: tuple[float, ...]  #: median microseconds on each CPU, in the order of ``cpus``
+    cpus: tuple[int, ...]
 
     @property
     def ratio(self) -> float:
-        return self.handoff_us / self.local_us
+        """Slowest CPU's time / fastest CPU's time (1.0 when all run it alike)."""
+        return max(self.per_cpu_us) / min(self.per_cpu_us)
 
     @property
-    def slow(self) -> bool:
-        return self.ratio >= SLOW_CROSS_CORE_RATIO
+    def uneven(self) -> bool:
+        return self.ratio >= UNEVEN_CPU_RATIO
 
 
 class _PinnedWorker:
@@ -202,7 +202,7 @@ class _PinnedWorker:
         threading.Thread(target=self._serve, args=(cpu, work, done), daemon=True).start()
 
     def _serve(self, cpu, work, done) -> None:
-        if cpu is not None and hasattr(os, "sched_setaffinity"):
+        if cpu is not None:
             os.sched_setaffinity(0, {cpu})  # 0: the calling thread (Linux)
         while self.requests.get():
             work()
@@ -216,22 +216,21 @@ class _PinnedWorker:
         self.requests.put(False)
 
 
-def cross_core_handoff(nbytes: int = 4 * 2**20, rounds: int = 60) -> CrossCore:
-    """Median time to hand a buffer from one core to another, and to write and read it on one core.
+def cpu_balance(nbytes: int = 4 * 2**20, rounds: int = 15) -> CpuBalance:
+    """Time writing then summing ``nbytes`` of float32 on each CPU this process may use, in turns.
 
-    A writer thread fills ``nbytes`` of float32 on one CPU, a reader thread on another CPU
-    then sums them; the local figure is both done by one thread on the writer's CPU. On
-    a virtual machine whose host at times places its virtual CPUs far apart, the handoff
-    slows while the local work does not, and multi-threaded steps that pass data between
-    threads (XLA's CPU runtime does) slow with it. NumPy only: it measures the machine.
+    A virtual machine's CPUs are threads of its host, which may at times run one of them
+    much slower than the other (sharing a physical core, say) without any "steal" time
+    showing in the guest. A multi-threaded step whose work is split evenly between the
+    CPUs then waits for the slow one. NumPy only: it measures the machine, not JAX.
+    Where the process cannot be pinned to CPUs (not Linux), there is one entry: ratio 1.
 
-    >>> cross_core_handoff(2**16, rounds=3).local_us > 0
+    >>> cpu_balance(2**16, rounds=3).ratio >= 1.0
     True
     """
     if nbytes < 4 or rounds < 1:
         raise ValueError(f"nbytes, rounds: got {nbytes}, {rounds}; allowed: nbytes >= 4 and rounds >= 1")
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    cpus = tuple(allowed[:2])
+    cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else (None,)
     buffer, source = np.zeros(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
 
     def write_then_read() -> None:
@@ -239,21 +238,16 @@ def cross_core_handoff(nbytes: int = 4 * 2**20, rounds: int = 60) -> CrossCore:
         buffer.sum()
 
     done: queue.Queue = queue.Queue()
-    first, last = (cpus[0], cpus[-1]) if cpus else (None, None)
-    writer = _PinnedWorker(first, lambda: np.copyto(buffer, source), done)
-    reader = _PinnedWorker(last, buffer.sum, done)
-    local = _PinnedWorker(first, write_then_read, done)
-    handoff, alone = [], []
+    workers = [_PinnedWorker(cpu, write_then_read, done) for cpu in cpus]
+    samples: list[list[float]] = [[] for _ in cpus]
     try:
         for _ in range(rounds):
-            tick = time.perf_counter()
-            writer.run(done)
-            reader.run(done)
-            handoff.append(time.perf_counter() - tick)
-            tick = time.perf_counter()
-            local.run(done)
-            alone.append(time.perf_counter() - tick)
+            for worker, times in zip(workers, samples):
+                tick = time.perf_counter()
+                worker.run(done)
+                times.append(time.perf_counter() - tick)
     finally:
-        for worker in (writer, reader, local):
+        for worker in workers:
             worker.stop()
-    return CrossCore(1e6 * statistics.median(handoff), 1e6 * statistics.median(alone), cpus)
+    return CpuBalance(tuple(1e6 * statistics.median(t) for t in samples),
+                      tuple(cpu for cpu in cpus if cpu is not None))

@@ -69,11 +69,16 @@ def test_other_load_sees_a_busy_process_that_is_not_ours():
     assert cpu_snapshot().ours >= quiet.ours
 
 
-def test_cross_core_handoff_measures_both_paths_and_refuses_nonsense():
-    cross = profiling.cross_core_handoff(2**16, rounds=3)
-    assert cross.handoff_us > 0 and cross.local_us > 0
-    assert cross.ratio == cross.handoff_us / cross.local_us
-    assert cross.slow == (cross.ratio >= profiling.SLOW_CROSS_CORE_RATIO)
-    assert len(cross.cpus) == min(2, len(os.sched_getaffinity(0)))
+def test_cpu_balance_times_every_cpu_and_refuses_nonsense():
+    balance = profiling.cpu_balance(2**16, rounds=3)
+    assert len(balance.per_cpu_us) == len(os.sched_getaffinity(0)) == len(balance.cpus)
+    assert all(t > 0 for t in balance.per_cpu_us)
+    assert balance.ratio == max(balance.per_cpu_us) / min(balance.per_cpu_us) >= 1.0
+    assert balance.uneven == (balance.ratio >= profiling.UNEVEN_CPU_RATIO)
     with pytest.raises(ValueError, match=r"^nbytes, rounds: got 2, 3; allowed"):
-        profiling.cross_core_handoff(2, rounds=3)
+        profiling.cpu_balance(2, rounds=3)
+
+
+def test_an_uneven_machine_is_flagged():
+    assert profiling.CpuBalance((200.0, 450.0), (0, 1)).uneven
+    assert not profiling.CpuBalance((200.0, 230.0), (0, 1)).uneven
