@@ -38,8 +38,8 @@ import jaxnets as jn
 from jaxnets.host_memory import DEFAULT_THRESHOLD_BYTES, retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
 from experiments.torch_baseline import answer_requests
-from jaxnets.profiling import (UNEVEN_CPU_RATIO, block, compiled_flops, cpu_balance, cpu_snapshot, other_load,
-                               round_robin_medians)
+from jaxnets.profiling import (SLOW_CROSS_CORE_RATIO, block, compiled_flops, cpu_snapshot, cross_core_cost,
+                               other_load, round_robin_medians)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,10 +300,10 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
             served["torch_eager"] = torch_served("cnn", CNN_STEPS, retained)
         pids = [worker.proc.pid for worker in served.values()]
         before = cpu_snapshot(pids)
-        balance: list[float] = []  # the machine's state: are its CPUs even? Measured once per round
-        times = round_robin_medians({**served, "cpu_balance": lambda: balance.append(cpu_balance().ratio)},
+        cross: list[float] = []  # the machine's cross-core state, measured once per round
+        times = round_robin_medians({**served, "cross_core": lambda: cross.append(cross_core_cost().ratio)},
                                     repeats=repeats)
-        times.pop("cpu_balance")
+        times.pop("cross_core")
         load = other_load(before, cpu_snapshot(pids))
         faults = {name: json.loads(served[name].ask("stats"))["minor_page_faults_per_run"] / CNN_STEPS
                   for name in ("jaxnets_auto", "hand_jax")}
@@ -321,8 +321,8 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
            # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
            # mmap threshold maps them afresh on every call (jaxnets.host_memory).
            "minor_page_faults_per_step": faults, "host_memory_retained": retained, "other_load": load,
-           # Slowest / fastest CPU on the same work, once per round (jaxnets.profiling.cpu_balance).
-           "cpu_ratio": balance[-repeats:]}
+           # Taking a buffer over from the other CPU / from one's own, once per round (jaxnets.profiling).
+           "cross_core_ratio": cross[-repeats:]}
     out.update(torch_columns(per_step, standalone, "jaxnets_auto"))
     if standalone is not None:
         out["goal_ratio_vs_torch_eager"] = 1.0
@@ -336,7 +336,7 @@ def cnn_summary(runs: list[dict]) -> dict:
            "minor_page_faults_per_step_per_process": [run["minor_page_faults_per_step"] for run in runs],
            "torch_standalone_steps_per_s_per_process": [run.get("torch_standalone_steps_per_s") for run in runs],
            "other_load_per_process": [run["other_load"] for run in runs],
-           "cpu_ratio_per_process": [run.get("cpu_ratio", []) for run in runs]}
+           "cross_core_ratio_per_process": [run.get("cross_core_ratio", []) for run in runs]}
     for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager",
                 "torch_worker_vs_standalone"):
         if key in runs[0]:
@@ -858,29 +858,48 @@ def update_docs(out: Path) -> None:
         print("updated docs/architectures/cnn.md")
 
 
-def cpu_ratio_cell(ratios: list[float]) -> str:
-    """The rounds' slowest/fastest CPU ratios: median, max, and how many reached ``UNEVEN_CPU_RATIO``."""
+def cross_core_cell(ratios: list[float]) -> str:
+    """The rounds' cross-core ratios: median, max, and how many reached ``SLOW_CROSS_CORE_RATIO``."""
     if not ratios:
         return "n/a"
-    uneven = sum(r >= UNEVEN_CPU_RATIO for r in ratios)
-    return f"{np.median(ratios):.2f} ({max(ratios):.2f}), {uneven} of {len(ratios)}"
+    slow = sum(r >= SLOW_CROSS_CORE_RATIO for r in ratios)
+    return f"{np.median(ratios):.2f} ({max(ratios):.2f}), {slow} of {len(ratios)}"
 
 
 def cnn_process_table(result: dict) -> str:
     """Steps/s of every candidate in every set of fresh processes, and jaxnets over PyTorch."""
     lines = ["| allocator | set | jaxnets (`auto`) | jaxnets (`xla`) | hand-written JAX | PyTorch eager | "
-             "PyTorch alone | jaxnets / PyTorch | slowest / fastest CPU: median (max), uneven rounds |",
+             "PyTorch alone | jaxnets / PyTorch | cross-core ratio: median (max), slow rounds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for kind, summary in result["allocators"].items():
         alone = summary["torch_standalone_steps_per_s_per_process"]
-        balance = summary.get("cpu_ratio_per_process") or [[] for _ in summary["steps_per_s_per_process"]]
+        cross = summary.get("cross_core_ratio_per_process") or [[] for _ in summary["steps_per_s_per_process"]]
         for i, rates in enumerate(summary["steps_per_s_per_process"]):
             torch_rate = rates.get("torch_eager")
             cells = [f"{rates[name]:.1f}" for name in ("jaxnets_auto", "jaxnets_xla", "hand_jax")]
             cells += [f"{torch_rate:.1f}" if torch_rate else "n/a", f"{alone[i]:.1f}" if alone[i] else "n/a",
-                      f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cpu_ratio_cell(balance[i])]
+                      f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cross_core_cell(cross[i])]
             lines.append(f"| {ALLOCATOR_TEXT[kind]} | {i + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + uneven_summary(result)
+
+
+def uneven_summary(result: dict) -> str:
+    """Per allocator: jaxnets / PyTorch in the sets without a slow cross-core round and in those with one."""
+    out = []
+    for kind, summary in result["allocators"].items():
+        groups: dict[bool, list[float]] = {False: [], True: []}
+        for rates, ratios in zip(summary["steps_per_s_per_process"],
+                                 summary.get("cross_core_ratio_per_process") or []):
+            if rates.get("torch_eager") and ratios:
+                slow = any(r >= SLOW_CROSS_CORE_RATIO for r in ratios)
+                groups[slow].append(rates["jaxnets_auto"] / rates["torch_eager"])
+        parts = [f"{label} ({len(values)} of the sets): "
+                 + (f"{min(values):.2f} to {max(values):.2f}" if values else "none")
+                 for label, values in (("with no slow cross-core round", groups[False]),
+                                       ("with a slow cross-core round", groups[True]))]
+        if groups[False] or groups[True]:
+            out.append(f"- {ALLOCATOR_TEXT[kind]}: jaxnets / PyTorch " + "; ".join(parts))
+    return ("\n" + "\n".join(out) + "\n") if out else ""
 
 
 if __name__ == "__main__":

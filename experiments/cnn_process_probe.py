@@ -1,13 +1,13 @@
-"""Why does the CNN step sometimes run slow? Time it run by run in fresh processes, with the state of the machine's CPUs.
+"""Why does the CNN step sometimes run slow? Time it run by run in fresh processes, with the machine's cross-core state.
 
     python -m experiments.cnn_process_probe                  # 5 processes each of retained and default (about 3 minutes)
     python -m experiments.cnn_process_probe --processes 5 --update-docs
 
 Each process builds the benchmark CNN (``experiments.benchmarks.cnn_candidate``,
 ``conv_impl="auto"``), warms it up, then times ``RUNS`` runs of 5 steps; after each run it
-times the same memory-bound NumPy work on each of its CPUs (``jaxnets.profiling.cpu_balance``);
-when the slowest CPU takes ``UNEVEN_CPU_RATIO`` times the fastest or more, the run counts
-as in the "uneven CPUs" state. The table splits the runs by that state. Variants (processes alternate between them):
+measures what it costs one CPU to take over a buffer the other CPU worked on last, against
+reworking its own (``jaxnets.profiling.cross_core_cost``); at ``SLOW_CROSS_CORE_RATIO`` or
+more the run counts as in the "slow cross-core" state. The table splits the runs by state. Variants (processes alternate between them):
 
 - ``retained``: ``retain_freed_memory()`` as the benchmark and the CLI call it;
 - ``default``: glibc's default allocator settings (what a script that never calls it gets);
@@ -43,11 +43,11 @@ DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
 
 def measure(retained: bool, small_chunks: bool) -> dict:
-    """In this process: each of ``RUNS`` timed runs' steps/s and the CPUs' balance right after it."""
+    """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from jaxnets.host_memory import retain_freed_memory
     from jaxnets.kernels import conv
-    from jaxnets.profiling import cpu_balance, cpu_snapshot, other_load
+    from jaxnets.profiling import cpu_snapshot, cross_core_cost, other_load
 
     if retained:
         retain_freed_memory()
@@ -61,8 +61,8 @@ def measure(retained: bool, small_chunks: bool) -> dict:
         tick = time.perf_counter()
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
-        ratios.append(cpu_balance().ratio)
-    return {"steps_per_s": rates, "cpu_ratio": ratios, **other_load(start, cpu_snapshot())}
+        ratios.append(cross_core_cost().ratio)
+    return {"steps_per_s": rates, "cross_core_ratio": ratios, **other_load(start, cpu_snapshot())}
 
 
 def command(variant: str) -> tuple[list[str], dict]:
@@ -100,32 +100,36 @@ def run_all(processes: int, variants: tuple[str, ...]) -> dict[str, list[dict]]:
 
 
 def split_by_state(runs: list[dict]) -> dict[str, list[float]]:
-    """Every run's steps/s, split by the CPUs' state measured right after it."""
-    from jaxnets.profiling import UNEVEN_CPU_RATIO
+    """Every run's steps/s, split by the cross-core state measured right after it."""
+    from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
 
-    out: dict[str, list[float]] = {"even": [], "uneven": []}
+    out: dict[str, list[float]] = {"normal": [], "slow": []}
     for process in runs:
-        for rate, ratio in zip(process["steps_per_s"], process["cpu_ratio"]):
-            out["uneven" if ratio >= UNEVEN_CPU_RATIO else "even"].append(rate)
+        for rate, ratio in zip(process["steps_per_s"], process["cross_core_ratio"]):
+            out["slow" if ratio >= SLOW_CROSS_CORE_RATIO else "normal"].append(rate)
     return out
 
 
 def table(rows: dict[str, list[dict]]) -> str:
-    """Per variant: runs and steps/s in each state of the CPUs, and each process's median."""
+    """Per variant: runs and steps/s in each cross-core state, and each process's median."""
     def cell(rates):
         if not rates:
             return "0 runs"
         return (f"{len(rates)} runs: median {statistics.median(rates):.1f} "
                 f"({min(rates):.1f} to {max(rates):.1f})")
 
-    lines = ["| variant | even CPUs: steps/s | uneven CPUs: steps/s | "
+    lines = ["| variant | normal cross-core state: steps/s | slow cross-core state: steps/s | "
              "median steps/s of each process | others' share of the CPUs (max) |", "|---|---|---|---|---|"]
     for variant, runs in rows.items():
         split = split_by_state(runs)
         others = [r["other_processes"] for r in runs if r["other_processes"] is not None]
-        lines.append(f"| {variant} | {cell(split['even'])} | {cell(split['uneven'])} | "
+        lines.append(f"| {variant} | {cell(split['normal'])} | {cell(split['slow'])} | "
                      + ", ".join(f"{statistics.median(r['steps_per_s']):.1f}" for r in runs) + " | "
                      + (f"{100 * max(others):.1f}%" if others else "n/a") + " |")
+    processes = [run for runs in rows.values() for run in runs]
+    both = sum(all(split_by_state([run]).values()) for run in processes)
+    lines += ["", f"Processes with runs in both states (the state changed while they ran): {both} of "
+              f"{len(processes)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +149,7 @@ def main(argv=None) -> int:
     if args.processes < 1:
         parser.error(f"--processes: got {args.processes}; allowed: an integer >= 1")
     from jaxnets.io import atomic_write_json, atomic_write_text, replace_marked_block
-    from jaxnets.profiling import UNEVEN_CPU_RATIO
+    from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
 
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     rows = run_all(args.processes, tuple(v for v in args.variants if available(v)))
@@ -156,9 +160,9 @@ def main(argv=None) -> int:
     if args.update_docs:
         head = (f"Generated by `python -m experiments.cnn_process_probe --update-docs` on {started}, "
                 f"{os.cpu_count()} CPU cores, {args.processes} fresh processes per variant (alternating), "
-                f"{RUNS} runs of 5 steps each; a run counts as \"uneven CPUs\" when, right after it, the same "
-                f"memory-bound work took at least {UNEVEN_CPU_RATIO:g} times longer on one CPU than on the "
-                f"other:\n\n")
+                f"{RUNS} runs of 5 steps each; a run counts as \"slow cross-core\" when, right after it, taking "
+                f"over a buffer from the other CPU cost at least {SLOW_CROSS_CORE_RATIO:g} times reworking "
+                f"one's own:\n\n")
         replace_marked_block(DOCS_PAGE, "process-probe", head + text)
         print(f"updated {DOCS_PAGE}")
     return 0

@@ -172,26 +172,26 @@ __all__ = ["CpuSnapshot", "block", "compiled_flops", "cpu_snapshot", "matmul_pea
            "other_load", "round_robin_medians"]
 
 
-#: When the same memory-bound work takes this many times longer on one of the process's
-#: CPUs than on another, the machine is in its "uneven CPUs" state (docs/architectures/cnn.md).
-UNEVEN_CPU_RATIO = 1.5
+#: When taking over a buffer the other CPU touched last costs this many times more than
+#: reworking one's own, the machine is in its "slow cross-core" state (docs/architectures/cnn.md).
+SLOW_CROSS_CORE_RATIO = 1.6
 
 
 @dataclass(frozen=True)
-class CpuBalance:
-    """The same memory-bound work timed on each CPU the process may use."""
+class CrossCore:
+    """The same memory-bound work on a buffer the other CPU touched last, and on one's own."""
 
-    per_cpu_us: tuple[float, ...]  #: median microseconds on each CPU, in the order of ``cpus``
-    cpus: tuple[int, ...]
+    cross_us: float  #: median microseconds when the other CPU wrote and read the buffer last
+    local_us: float  #: median microseconds when this CPU did
+    cpus: tuple[int, ...]  #: the two CPUs (one, or none where threads cannot be pinned: ratio 1)
 
     @property
     def ratio(self) -> float:
-        """Slowest CPU's time / fastest CPU's time (1.0 when all run it alike)."""
-        return max(self.per_cpu_us) / min(self.per_cpu_us)
+        return self.cross_us / self.local_us
 
     @property
-    def uneven(self) -> bool:
-        return self.ratio >= UNEVEN_CPU_RATIO
+    def slow(self) -> bool:
+        return self.ratio >= SLOW_CROSS_CORE_RATIO
 
 
 class _PinnedWorker:
@@ -216,21 +216,24 @@ class _PinnedWorker:
         self.requests.put(False)
 
 
-def cpu_balance(nbytes: int = 4 * 2**20, rounds: int = 15) -> CpuBalance:
-    """Time writing then summing ``nbytes`` of float32 on each CPU this process may use, in turns.
+def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
+    """Time writing then summing ``nbytes`` of float32 on one CPU right after the other CPU did, and again.
 
-    A virtual machine's CPUs are threads of its host, which may at times run one of them
-    much slower than the other (sharing a physical core, say) without any "steal" time
-    showing in the guest. A multi-threaded step whose work is split evenly between the
-    CPUs then waits for the slow one. NumPy only: it measures the machine, not JAX.
-    Where the process cannot be pinned to CPUs (not Linux), there is one entry: ratio 1.
+    Two threads, pinned to two CPUs, take turns: each works on the buffer twice in a
+    row, the first time taking it over from the other CPU's cache, the second time
+    from its own. On a virtual machine the host decides where its virtual CPUs run, and
+    at times that handover gets much slower, with no "steal" time showing in the guest.
+    Multi-threaded steps whose consecutive operations split the work differently between
+    threads (XLA's CPU runtime does) hand data over all the time and slow with it.
+    NumPy only: it measures the machine, not JAX.
 
-    >>> cpu_balance(2**16, rounds=3).ratio >= 1.0
+    >>> cross_core_cost(2**16, rounds=3).local_us > 0
     True
     """
     if nbytes < 4 or rounds < 1:
         raise ValueError(f"nbytes, rounds: got {nbytes}, {rounds}; allowed: nbytes >= 4 and rounds >= 1")
-    cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else (None,)
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpus = tuple(allowed[:2])
     buffer, source = np.zeros(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
 
     def write_then_read() -> None:
@@ -238,16 +241,18 @@ def cpu_balance(nbytes: int = 4 * 2**20, rounds: int = 15) -> CpuBalance:
         buffer.sum()
 
     done: queue.Queue = queue.Queue()
-    workers = [_PinnedWorker(cpu, write_then_read, done) for cpu in cpus]
-    samples: list[list[float]] = [[] for _ in cpus]
+    workers = [_PinnedWorker(cpus[i] if len(cpus) == 2 else (cpus[0] if cpus else None), write_then_read, done)
+               for i in range(2)]
+    cross, local = [], []
     try:
+        workers[1].run(done)
         for _ in range(rounds):
-            for worker, times in zip(workers, samples):
-                tick = time.perf_counter()
-                worker.run(done)
-                times.append(time.perf_counter() - tick)
+            for worker in workers:
+                for times in (cross, local):
+                    tick = time.perf_counter()
+                    worker.run(done)
+                    times.append(time.perf_counter() - tick)
     finally:
         for worker in workers:
             worker.stop()
-    return CpuBalance(tuple(1e6 * statistics.median(t) for t in samples),
-                      tuple(cpu for cpu in cpus if cpu is not None))
+    return CrossCore(1e6 * statistics.median(cross), 1e6 * statistics.median(local), cpus)

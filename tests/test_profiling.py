@@ -69,16 +69,15 @@ def test_other_load_sees_a_busy_process_that_is_not_ours():
     assert cpu_snapshot().ours >= quiet.ours
 
 
-def test_cpu_balance_times_every_cpu_and_refuses_nonsense():
-    balance = profiling.cpu_balance(2**16, rounds=3)
-    assert len(balance.per_cpu_us) == len(os.sched_getaffinity(0)) == len(balance.cpus)
-    assert all(t > 0 for t in balance.per_cpu_us)
-    assert balance.ratio == max(balance.per_cpu_us) / min(balance.per_cpu_us) >= 1.0
-    assert balance.uneven == (balance.ratio >= profiling.UNEVEN_CPU_RATIO)
+def test_cross_core_cost_times_both_handovers_and_refuses_nonsense():
+    cost = profiling.cross_core_cost(2**16, rounds=3)
+    assert cost.cross_us > 0 and cost.local_us > 0
+    assert len(cost.cpus) == min(2, len(os.sched_getaffinity(0)))
+    assert cost.ratio == cost.cross_us / cost.local_us
     with pytest.raises(ValueError, match=r"^nbytes, rounds: got 2, 3; allowed"):
-        profiling.cpu_balance(2, rounds=3)
+        profiling.cross_core_cost(2, rounds=3)
 
 
-def test_an_uneven_machine_is_flagged():
-    assert profiling.CpuBalance((200.0, 450.0), (0, 1)).uneven
-    assert not profiling.CpuBalance((200.0, 230.0), (0, 1)).uneven
+def test_a_slow_handover_is_flagged():
+    assert profiling.CrossCore(500.0, 240.0, (0, 1)).slow
+    assert not profiling.CrossCore(260.0, 245.0, (0, 1)).slow
