@@ -60,7 +60,7 @@ def median_time(run: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) ->
 
 
 def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: int = 7,
-                        warmup: int = 2) -> dict[str, float]:
+                        warmup: int = 2, warm_each_turn: bool = False) -> dict[str, float]:
     """Median wall seconds of each zero-argument callable, timed in turns (A, B, C, A, B, C, ...).
 
     Every candidate is warmed up first (compilation), then each round runs each
@@ -72,6 +72,9 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
       candidates: name -> callable.
       repeats: rounds timed.
       warmup: untimed calls of each candidate before the first round.
+      warm_each_turn: also one untimed call at the start of each turn, so every turn
+        times the steady state (caches and thread pools warm again after the other
+        candidates ran), as a training loop or a script timing itself alone sees it.
 
     Returns:
       name -> median seconds, in the order of ``candidates``.
@@ -87,6 +90,8 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
+            if warm_each_turn:
+                run()
             tick = time.perf_counter()
             run()
             samples[name].append(time.perf_counter() - tick)

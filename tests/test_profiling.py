@@ -40,6 +40,20 @@ def test_round_robin_medians_times_each_candidate_in_turns():
         jn.profiling.round_robin_medians({"a": lambda: None}, repeats=0)
 
 
+def test_warm_turns_run_each_candidate_once_untimed_before_its_timed_call():
+    order, calls = [], {"a": 0}
+
+    def first_call_of_a_turn_is_slow():
+        calls["a"] += 1
+        order.append("a")
+        time.sleep(0.03 if calls["a"] % 2 == 0 else 0.0)  # calls 2, 4, 6: the untimed warm calls
+
+    medians = jn.profiling.round_robin_medians({"a": first_call_of_a_turn_is_slow, "b": lambda: order.append("b")},
+                                               repeats=3, warmup=1, warm_each_turn=True)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert medians["a"] < 0.03
+
+
 def test_other_load_is_the_share_others_used_by_closed_form(monkeypatch):
     from jaxnets.profiling import CpuSnapshot, other_load
 
