@@ -228,3 +228,43 @@ def test_malformed_inputs_give_one_line_errors(what, build, text, tmp_path, monk
 def test_there_are_at_least_thirty_malformed_cases():
     from tests.test_cli import BAD_INPUTS
     assert len(MALFORMED) >= 30 and len(MALFORMED) + len(BAD_INPUTS) >= 50
+
+
+def test_ctrl_c_without_checkpoints_stops_fit_at_the_next_call_boundary():
+    """SIGINT only sets a flag; fit raises KeyboardInterrupt after the epoch in flight, never mid-way
+    (Python's own handler could raise inside a finalizer, where the interrupt was dropped)."""
+    import os
+
+    seen = []
+
+    def press_ctrl_c_after_epoch_1(epoch, metrics, state):
+        seen.append(epoch)
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    data = jn.data.load("digits")
+    with pytest.raises(KeyboardInterrupt) as raised:
+        jn.fit(jn.models.MLP(hidden=(8,), output_dim=10), data, jn.optim.create("sgd", 0.1),
+               jn.TrainConfig(epochs=50, batch_size=256, loop="python"), callbacks=[press_ctrl_c_after_epoch_1])
+    assert seen == [0, 1]
+    where = raised.traceback[-1]
+    assert Path(str(where.path)).name == "train.py" and where.name != "press_ctrl_c_after_epoch_1", where
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    import os
+
+    from jaxnets.train import StopRequest
+
+    stop = StopRequest((signal.SIGINT,))
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+    finally:
+        stop.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
