@@ -1,4 +1,4 @@
-"""Measuring speed: FLOPs of a compiled step, timing medians, and the machine's matmul peak.
+"""Measuring speed: FLOPs of a compiled step, timing medians, the machine's matmul peak, and its state.
 
 Every speed claim in jaxnets comes from these functions, measured in the same run
 as its baseline, because shared machines are noisy.
@@ -173,9 +173,6 @@ def other_load(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float | None]:
     return {"other_processes": max(others, 0.0) / capacity, "steal": (end.steal - start.steal) / capacity}
 
 
-__all__ = ["CpuSnapshot", "block", "compiled_flops", "cpu_snapshot", "matmul_peak_gflops", "median_time",
-           "other_load", "round_robin_medians"]
-
 
 #: When taking over a buffer the other CPU touched last costs this many times more than
 #: reworking one's own, the machine is in its "slow cross-core" state (docs/architectures/cnn.md).
@@ -229,7 +226,7 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
     from its own. On a virtual machine the host decides where its virtual CPUs run, and
     at times that handover gets much slower, with no "steal" time showing in the guest.
     Multi-threaded steps whose consecutive operations split the work differently between
-    threads (XLA's CPU runtime does) hand data over all the time and slow with it.
+    threads hand data over all the time and slow with it (our reading of XLA's CPU runtime).
     NumPy only: it measures the machine, not JAX.
 
     >>> cross_core_cost(2**16, rounds=3).local_us > 0
@@ -261,3 +258,7 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
         for worker in workers:
             worker.stop()
     return CrossCore(1e6 * statistics.median(cross), 1e6 * statistics.median(local), cpus)
+
+
+__all__ = ["SLOW_CROSS_CORE_RATIO", "CpuSnapshot", "CrossCore", "block", "compiled_flops", "cpu_snapshot",
+           "cross_core_cost", "matmul_peak_gflops", "median_time", "other_load", "round_robin_medians"]

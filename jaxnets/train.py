@@ -273,25 +273,16 @@ def flops_per_step(objective: Objective, state: TrainState, geometry: Geometry, 
 
 # ----------------------------------------------------------------------------- the loop
 class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag that the loop reads at the next call boundary.
+    """Turns SIGTERM/SIGINT into a flag that the loop reads at the next call boundary."""
 
-    Python's own SIGINT handling raises KeyboardInterrupt at whatever line runs, and where
-    that is a finalizer or weakref callback (JAX runs many) Python prints and drops it, so
-    training went on. The flag is read at a fixed place instead; a second signal while
-    one is pending raises KeyboardInterrupt at once (press Ctrl-C twice to abort now).
-    """
-
-    def __init__(self, signals: Sequence[int]):
+    def __init__(self, enabled: bool):
         self.requested = False
         self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in signals:
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):  # only sets a flag: safe at any moment
-        if self.requested:
-            self.close()
-            raise KeyboardInterrupt
         self.requested = True
 
     def close(self):
@@ -327,8 +318,7 @@ class TrainingLoop:
         xs, ys = self.runner.put_data(self.run.x_train), self.runner.put_data(self.run.y_train)
         evaluator = Evaluator(self.run.objective, self.run.eval_batch_size, self.runner.traces)
         skipped = int(self.history[-1].get("nonfinite_steps", 0)) if self.history else 0
-        # Without checkpoints SIGTERM keeps its default (end now); Ctrl-C stops at a boundary.
-        stop = StopRequest((signal.SIGTERM, signal.SIGINT) if self.manager is not None else (signal.SIGINT,))
+        stop = StopRequest(enabled=self.manager is not None)
         epoch, host_state = first_epoch, self.runner.get_state(state)
         try:
             while epoch < config.epochs and self.stop_reason is None:
@@ -349,10 +339,8 @@ class TrainingLoop:
                 if evaluate:
                     self._evaluate(evaluator, host_state, sums, epoch - 1, skipped)
                 self._save(host_state, epoch, stopping)
-                if stopping and self.manager is None:
-                    raise KeyboardInterrupt  # no checkpoint to resume from: the caller's usual Ctrl-C
                 if stopping:
-                    saved = str(self.manager.step_dir(int(host_state.step)))
+                    saved = str(self.manager.step_dir(int(host_state.step))) if self.manager else None
                     raise Preempted(int(host_state.step), saved, self.history, epoch - 1)
                 if evaluate:
                     self._call_back(epoch - 1, host_state)

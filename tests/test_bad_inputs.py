@@ -238,7 +238,10 @@ def test_ctrl_c_without_checkpoints_is_one_line_and_keeps_the_metrics(tmp_path):
     command = [sys.executable, "-m", "jaxnets.cli", "train", "--dataset", "digits", "--hidden", "32",
                "--epochs", "100000", "--batch-size", "64", "--no-progress", "--out", str(out)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A terminal's Ctrl-C reaches a process whose SIGINT is at its default; a test run started in the
+    # background (non-interactive shells ignore SIGINT there) would hand its child SIG_IGN instead.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
