@@ -882,10 +882,10 @@ def cnn_process_table(result: dict) -> str:
             cells += [f"{torch_rate:.1f}" if torch_rate else "n/a", f"{alone[i]:.1f}" if alone[i] else "n/a",
                       f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cross_core_cell(cross[i])]
             lines.append(f"| {ALLOCATOR_TEXT[kind]} | {i + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + uneven_summary(result)
+    return "\n".join(lines) + "\n" + cross_core_summary(result)
 
 
-def uneven_summary(result: dict) -> str:
+def cross_core_summary(result: dict) -> str:
     """Per allocator: jaxnets / PyTorch in the sets without a slow cross-core round and in those with one."""
     out = []
     for kind, summary in result["allocators"].items():
