@@ -9,9 +9,11 @@ Each benchmark prints one JSON line and the whole run writes
 Times are medians over repeats after warm-up; baselines and candidates are measured
 alternately (round-robin) so machine noise hits both. PyTorch runs in a worker process
 (``experiments/torch_baseline.py``, which imports no JAX) that takes its turn in the same
-round-robin while this process waits, and the same script then times itself alone: the table
-shows the worker's rate against that standalone rate. PyTorch comparisons run only when
-``torch`` is installed (``pip install -e ".[bench]"``; never a jaxnets dependency).
+round-robin while this process waits; after each round the same script times itself alone,
+in a fresh process of its own (two warm-up runs, then one timed run), so the machine's drift
+hits both alike: the table shows the worker's rate against the median of those standalone
+rates. PyTorch comparisons run only when ``torch`` is installed (``pip install -e ".[bench]"``;
+never a jaxnets dependency).
 The CNN and data-parallel benchmarks run in ``--processes`` fresh processes (default 3)
 and report each process's ratio and their median: on a shared machine one process can
 run its memory-bound work much slower than the next for its whole life.
@@ -122,21 +124,50 @@ def torch_standalone(model: str, steps: int, repeats: int, retained: bool | None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class StandaloneRounds:
+    """PyTorch's standalone script, run once per call in a fresh process of its own, one timed run each.
+
+    Called between the rounds of a round-robin (``round_robin_medians(between_rounds=...)``).
+    Timed once after the whole round-robin instead, the machine's drift in between put the
+    worker's rate and the standalone rate apart; interleaved, the drift hits both alike.
+    """
+
+    def __init__(self, model: str, steps: int, retained: bool | None = None):
+        self.model, self.steps, self.retained = model, steps, retained
+        self.runs: list[dict] = []
+
+    def __call__(self) -> None:
+        # --repeats 1: the script still warms up twice first; the rounds are the repeats
+        self.runs.append(torch_standalone(self.model, self.steps, 1, self.retained))
+
+    def summary(self) -> dict:
+        """The rounds as one measurement for :func:`torch_columns`: the median rate, each round's, mean faults."""
+        if not self.runs:
+            raise RuntimeError("the standalone PyTorch script has not run yet")
+        rates = [run["steps_per_s"] for run in self.runs]
+        return {"model": self.model, "steps_per_s": float(np.median(rates)), "per_round_steps_per_s": rates,
+                "minor_page_faults_per_step": float(np.mean([run["minor_page_faults_per_step"] for run in self.runs])),
+                "torch": self.runs[0]["torch"], "threads": self.runs[0]["threads"]}
+
+
 def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str, steps: int, *,
                               repeats: int) -> tuple[dict[str, float], dict | None]:
     """``round_robin_medians`` with PyTorch's ``model`` as one more candidate, when installed.
 
-    Returns the medians and, with PyTorch, the standalone script's own measurement taken
-    right after the round-robin (``None`` without PyTorch): the worker's rate must match it.
+    Returns the medians and, with PyTorch, the standalone script's own measurement, taken
+    once after each round (:class:`StandaloneRounds`; ``None`` without PyTorch): the worker's
+    rate must match it.
     """
     if not torch_available():
         return round_robin_medians(candidates, repeats=repeats), None
     torch_run = torch_served(model, steps)
+    standalone = StandaloneRounds(model, steps)
     try:
-        times = round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats)
+        times = round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats,
+                                    between_rounds=standalone)
     finally:
         torch_run.close()
-    return times, torch_standalone(model, steps, repeats)
+    return times, standalone.summary()
 
 
 def torch_available() -> bool:
@@ -150,6 +181,7 @@ def torch_columns(per_step: dict[str, float], standalone: dict | None, jaxnets_n
         return {}
     return {"ratio_vs_torch_eager": per_step["torch_eager"] / per_step[jaxnets_name],
             "torch_standalone_steps_per_s": standalone["steps_per_s"],
+            "torch_standalone_per_round_steps_per_s": standalone["per_round_steps_per_s"],
             "torch_standalone_minor_page_faults_per_step": standalone["minor_page_faults_per_step"],
             "torch_threads": standalone["threads"],
             "torch_worker_vs_standalone": (1.0 / per_step["torch_eager"]) / standalone["steps_per_s"]}
@@ -287,7 +319,7 @@ def cnn_step(repeats: int, processes: int = PROCESSES) -> dict:
 
 
 def cnn_set(repeats: int, *, retained: bool) -> dict:
-    """One set of fresh processes, one per candidate, timed round-robin; then PyTorch standalone."""
+    """One set of fresh processes, one per candidate, timed round-robin; PyTorch standalone between rounds."""
     env = dict(os.environ)
     env.pop(DEFAULT_MALLOC_ENV, None)
     if not retained:
@@ -300,19 +332,25 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
             served["torch_eager"] = torch_served("cnn", CNN_STEPS, retained)
         pids = [worker.proc.pid for worker in served.values()]
         before = cpu_snapshot(pids)
-        cross: list[float] = []  # the machine's cross-core state, measured once per round
+        standalone = StandaloneRounds("cnn", CNN_STEPS, retained) if "torch_eager" in served else None
+        cross: list[float] = []
+
+        def between_rounds() -> None:
+            # Once per round, while every served process waits idle on its pipe: the machine's
+            # cross-core state, then PyTorch timing itself alone, so both see the rounds' drift.
+            cross.append(cross_core_cost().ratio)
+            if standalone is not None:
+                standalone()
+
         # Each turn starts with one untimed run: a 5-step turn is short next to what the other
-        # processes' turns leave cold, and PyTorch's standalone script times back-to-back runs.
-        times = round_robin_medians({**served, "cross_core": lambda: cross.append(cross_core_cost().ratio)},
-                                    repeats=repeats, warm_each_turn=True)
-        times.pop("cross_core")
+        # processes' turns leave cold, and PyTorch's standalone script warms up before it times.
+        times = round_robin_medians(served, repeats=repeats, warm_each_turn=True, between_rounds=between_rounds)
         load = other_load(before, cpu_snapshot(pids))
         faults = {name: json.loads(served[name].ask("stats"))["minor_page_faults_per_run"] / CNN_STEPS
                   for name in ("jaxnets_auto", "hand_jax")}
     finally:
         for worker in served.values():
             worker.close()
-    standalone = torch_standalone("cnn", CNN_STEPS, repeats, retained) if "torch_eager" in served else None
     per_step = {name: t / CNN_STEPS for name, t in times.items()}
     info = served["jaxnets_auto"].info
     out = {"benchmark": "cnn_step", "model": "CNN 28x28x1 c32-p-c64-p-d256-d10, batch 256, Adam",
@@ -323,9 +361,9 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
            # Page faults per step: with glibc's defaults, a step whose temporaries exceed its
            # mmap threshold maps them afresh on every call (jaxnets.host_memory).
            "minor_page_faults_per_step": faults, "host_memory_retained": retained, "other_load": load,
-           # Taking a buffer over from the other CPU / from one's own, twice per round (jaxnets.profiling).
-           "cross_core_ratio": cross[-2 * repeats:]}
-    out.update(torch_columns(per_step, standalone, "jaxnets_auto"))
+           # Taking a buffer over from the other CPU / from one's own, once per round (jaxnets.profiling).
+           "cross_core_ratio": cross}
+    out.update(torch_columns(per_step, standalone.summary() if standalone else None, "jaxnets_auto"))
     if standalone is not None:
         out["goal_ratio_vs_torch_eager"] = 1.0
         out["xla_conv_ratio_vs_torch_eager"] = per_step["torch_eager"] / per_step["jaxnets_xla"]

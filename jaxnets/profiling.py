@@ -60,7 +60,8 @@ def median_time(run: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) ->
 
 
 def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: int = 7,
-                        warmup: int = 2, warm_each_turn: bool = False) -> dict[str, float]:
+                        warmup: int = 2, warm_each_turn: bool = False,
+                        between_rounds: Callable[[], Any] | None = None) -> dict[str, float]:
     """Median wall seconds of each zero-argument callable, timed in turns (A, B, C, A, B, C, ...).
 
     Every candidate is warmed up first (compilation), then each round runs each
@@ -75,6 +76,9 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
       warm_each_turn: also one untimed call at the start of each turn, so every turn
         times the steady state (caches and thread pools warm again after the other
         candidates ran), as a training loop or a script timing itself alone sees it.
+      between_rounds: called, untimed, after each round (``repeats`` times), for what
+        must not run beside the candidates yet should meet the same drift of the machine
+        (a baseline timing itself alone, a measurement of the machine's state).
 
     Returns:
       name -> median seconds, in the order of ``candidates``.
@@ -95,6 +99,8 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
             tick = time.perf_counter()
             run()
             samples[name].append(time.perf_counter() - tick)
+        if between_rounds is not None:
+            between_rounds()
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

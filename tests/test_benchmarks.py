@@ -1,7 +1,9 @@
 """The benchmark harness: what the docs promise about how it measures (not the speeds themselves)."""
 import json
+import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,81 @@ def test_a_served_candidate_runs_on_request_and_reports_its_faults():
     finally:
         worker.close()
     assert worker.proc.returncode == 0
+
+
+class _FakeWorker:
+    """Stands in for a served process: each run only writes its name into ``order``."""
+
+    def __init__(self, name, order):
+        self.name, self.order = name, order
+
+    def __call__(self):
+        self.order.append(self.name)
+
+    def close(self):
+        pass
+
+
+def _fake_standalone_script(monkeypatch, order, rates):
+    """``subprocess.run`` answering as ``experiments.torch_baseline`` would, one rate per call; the calls."""
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append((command, kwargs["env"]))
+        order.append("standalone")
+        rate = rates[len(calls) - 1]
+        answer = {"model": command[3], "steps_per_s": rate, "per_repeat_steps_per_s": [rate],
+                  "minor_page_faults_per_step": float(len(calls)), "torch": "fake", "threads": 2}
+        return subprocess.CompletedProcess(command, 0, stdout="a warning\n" + json.dumps(answer) + "\n", stderr="")
+
+    monkeypatch.setattr(benchmarks.subprocess, "run", run)
+    return calls
+
+
+def test_the_standalone_script_runs_in_a_fresh_process_after_each_round(monkeypatch):
+    order = []
+    monkeypatch.setattr(benchmarks, "torch_available", lambda: True)
+    monkeypatch.setattr(benchmarks, "torch_served", lambda model, steps, retained=None: _FakeWorker("torch", order))
+    calls = _fake_standalone_script(monkeypatch, order, [30.0, 10.0, 20.0])
+    times, standalone = benchmarks.round_robin_with_torch({"jax": lambda: order.append("jax")}, "mlp", 4, repeats=3)
+    assert order == ["jax", "jax", "torch", "torch"] + ["jax", "torch", "standalone"] * 3  # warm-up, then rounds
+    assert list(times) == ["jax", "torch_eager"]
+    for command, env in calls:  # one timed run each (the script warms up first), with the benchmark's allocator
+        assert command[1:] == ["-m", "experiments.torch_baseline", "mlp", "--steps", "4", "--repeats", "1"]
+        assert env == benchmarks.torch_env()
+    assert standalone["steps_per_s"] == 20.0 and standalone["per_round_steps_per_s"] == [30.0, 10.0, 20.0]
+    assert standalone["minor_page_faults_per_step"] == 2.0 and standalone["threads"] == 2
+    columns = benchmarks.torch_columns({"jax": 1 / 40, "torch_eager": 1 / 20}, standalone, "jax")
+    assert columns["torch_worker_vs_standalone"] == 1.0 and columns["ratio_vs_torch_eager"] == 2.0
+
+
+def test_a_cnn_set_measures_the_machine_then_pytorch_alone_after_each_round(monkeypatch):
+    order, ratios = [], iter([1.1, 2.0, 1.2])
+
+    class FakeServed(_FakeWorker):
+        def __init__(self, command, env=None):
+            super().__init__(command[-1], order)
+            self.proc = types.SimpleNamespace(pid=os.getpid())
+            self.info = {"step_gflop": 1.0, "temp_mib": 2.0}
+
+        def ask(self, request):
+            return json.dumps({"minor_page_faults_per_run": 0.0})
+
+    def cross_core_cost():
+        order.append("cross_core")
+        return types.SimpleNamespace(ratio=next(ratios))
+
+    monkeypatch.setattr(benchmarks, "Served", FakeServed)
+    monkeypatch.setattr(benchmarks, "torch_available", lambda: True)
+    monkeypatch.setattr(benchmarks, "torch_served", lambda model, steps, retained=None: FakeServed(["torch"]))
+    monkeypatch.setattr(benchmarks, "cross_core_cost", cross_core_cost)
+    _fake_standalone_script(monkeypatch, order, [30.0, 10.0, 20.0])
+    out = benchmarks.cnn_set(3, retained=True)
+    turns = [name for name in (*benchmarks.CNN_CANDIDATES, "torch") for _ in range(2)]  # warm run, timed run
+    assert order == turns + (turns + ["cross_core", "standalone"]) * 3
+    assert out["cross_core_ratio"] == [1.1, 2.0, 1.2]
+    assert out["torch_standalone_steps_per_s"] == 20.0
+    assert out["torch_standalone_per_round_steps_per_s"] == [30.0, 10.0, 20.0]
 
 
 def _cnn_result(ratios, fair):

@@ -54,6 +54,19 @@ def test_warm_turns_run_each_candidate_once_untimed_before_its_timed_call():
     assert medians["a"] < 0.03
 
 
+def test_between_rounds_runs_once_after_each_round_untimed():
+    order = []
+
+    def slow_between():
+        order.append("between")
+        time.sleep(0.03)
+
+    medians = jn.profiling.round_robin_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                               repeats=3, warmup=1, warm_each_turn=True, between_rounds=slow_between)
+    assert order == ["a", "b"] + ["a", "a", "b", "b", "between"] * 3  # never before the first round
+    assert max(medians.values()) < 0.03
+
+
 def test_other_load_is_the_share_others_used_by_closed_form(monkeypatch):
     from jaxnets.profiling import CpuSnapshot, other_load
 
