@@ -14,7 +14,11 @@ more the run counts as in the "slow cross-core" state. The table splits the runs
 - ``no_aslr``: ``retained`` with address-space randomization off (``setarch -R``);
 - ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable;
 - ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``;
-- ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (one glibc arena for every thread).
+- ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (one glibc arena for every thread);
+- ``pytorch``: PyTorch's step of the same CNN (``experiments.torch_baseline``) with freed
+  memory retained, timed the same way, to see whether the slow state slows it too (JAX is
+  imported for the cross-core measurement but never runs there). In the defaults when
+  PyTorch is installed.
 
 The last four tested placement hypotheses for the slow runs (virtual addresses, TLB
 misses, cache-sized chunks, per-thread arenas); none removed them (docs/architectures/cnn.md).
@@ -35,25 +39,26 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena")
-DEFAULT_VARIANTS = ("retained", "default")
+VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "pytorch")
+DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
 
-def measure(retained: bool, small_chunks: bool) -> dict:
+def measure(retained: bool, small_chunks: bool, pytorch: bool = False) -> dict:
     """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
+    from experiments.torch_baseline import RUNNERS, batch
     from jaxnets.host_memory import retain_freed_memory
     from jaxnets.kernels import conv
     from jaxnets.profiling import cpu_snapshot, cross_core_cost, other_load
 
-    if retained:
+    if retained and not pytorch:  # PyTorch's process gets the same thresholds from its environment
         retain_freed_memory()
     if small_chunks:  # read when the step is traced
         conv.PATCH_CHUNK_BYTES = conv.PATCH_WHOLE_BATCH_BYTES = SMALL_CHUNK_BYTES
-    run, _ = cnn_candidate("jaxnets_auto")
+    run = RUNNERS["cnn"](*batch("cnn"), CNN_STEPS) if pytorch else cnn_candidate("jaxnets_auto")[0]
     for _ in range(3):
         run()
     start, rates, ratios = cpu_snapshot(), [], []
@@ -79,10 +84,19 @@ def command(variant: str) -> tuple[list[str], dict]:
         argv.append("--small-chunks")
     if variant == "one_arena":
         env["MALLOC_ARENA_MAX"] = "1"
+    if variant == "pytorch":
+        from experiments.benchmarks import torch_env
+
+        argv.append("--pytorch")
+        env = torch_env(retained=True)
     return argv, env
 
 
 def available(variant: str) -> bool:
+    from experiments.benchmarks import torch_available
+
+    if variant == "pytorch":
+        return torch_available()
     return variant != "no_aslr" or shutil.which("setarch") is not None
 
 
@@ -142,9 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--small-chunks", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pytorch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(retained=not args.default_malloc, small_chunks=args.small_chunks)))
+        print(json.dumps(measure(retained=not args.default_malloc, small_chunks=args.small_chunks,
+                                 pytorch=args.pytorch)))
         return 0
     if args.processes < 1:
         parser.error(f"--processes: got {args.processes}; allowed: an integer >= 1")

@@ -147,14 +147,16 @@ def test_a_busy_machine_is_reported(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks"])
+@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "pytorch"])
 def test_each_probe_variant_changes_what_it_says(variant):
     from experiments import cnn_process_probe as probe
 
     argv, env = probe.command(variant)
     assert {"default": "--default-malloc" in argv, "no_aslr": argv[0] == "setarch" and "-R" in argv,
             "huge_pages": env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
-            "small_chunks": "--small-chunks" in argv}[variant]
+            "small_chunks": "--small-chunks" in argv,
+            # PyTorch keeps freed memory through glibc's environment thresholds, as in the benchmark
+            "pytorch": "--pytorch" in argv and env == benchmarks.torch_env(retained=True)}[variant]
 
 
 def test_cross_core_cell_counts_the_slow_rounds():
