@@ -224,6 +224,11 @@ class _PinnedWorker:
         self.requests.put(False)
 
 
+def two_cpus() -> tuple[int, ...]:
+    """The first two CPUs this process may run on (fewer when fewer are allowed; none where unknown)."""
+    return tuple(sorted(os.sched_getaffinity(0))[:2]) if hasattr(os, "sched_getaffinity") else ()
+
+
 def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
     """Time writing then summing ``nbytes`` of float32 on one CPU right after the other CPU did, and again.
 
@@ -240,8 +245,7 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
     """
     if nbytes < 4 or rounds < 1:
         raise ValueError(f"nbytes, rounds: got {nbytes}, {rounds}; allowed: nbytes >= 4 and rounds >= 1")
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    cpus = tuple(allowed[:2])
+    cpus = two_cpus()
     buffer, source = np.zeros(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
 
     def write_then_read() -> None:
@@ -249,8 +253,9 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
         buffer.sum()
 
     done: queue.Queue = queue.Queue()
-    workers = [_PinnedWorker(cpus[i] if len(cpus) == 2 else (cpus[0] if cpus else None), write_then_read, done)
-               for i in range(2)]
+    # With one CPU allowed both threads share it; where affinity is unknown they are not pinned.
+    pins = [cpus[i % len(cpus)] if cpus else None for i in range(2)]
+    workers = [_PinnedWorker(cpu, write_then_read, done) for cpu in pins]
     cross, local = [], []
     try:
         workers[1].run(done)
