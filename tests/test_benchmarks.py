@@ -195,3 +195,25 @@ def test_the_docs_name_the_cross_core_threshold_the_code_uses():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "architectures" / "cnn.md").read_text()
     assert f"`SLOW_CROSS_CORE_RATIO` ({SLOW_CROSS_CORE_RATIO:g})" in text
+
+
+def test_the_chunk_table_counts_only_normal_rounds_and_groups_processes_by_size():
+    from experiments import patch_chunks
+    from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
+
+    result = {"steps_per_s": {"4/0": [30.0, 10.0, 32.0], "4/1": [28.0, 9.0, 29.0], "6/0": [33.0, 11.0, 35.0],
+                              "pytorch": [20.0, 19.0, 22.0]},
+              "cross_core_ratio": [1.0, SLOW_CROSS_CORE_RATIO, 1.1], "chunks": {"4": [32, 8], "6": [32, 16]}}
+    lines = patch_chunks.table(result).splitlines()
+    assert lines[2] == "| 4 MiB | 32, 8 | 31.0, 28.5 | 29.8 | 1.42 |"
+    assert lines[3] == "| 6 MiB | 32, 16 | 34.0 | 34.0 | 1.62 |"
+    assert lines[-1] == "Rounds in the normal cross-core state: 2 of 3; PyTorch's step in them: 21.0 steps/s."
+    assert patch_chunks.table({**result, "cross_core_ratio": [2.0, 2.0, 2.0]}).startswith("No round in the normal")
+
+
+def test_the_chunk_experiment_reports_the_benchmark_cnns_chunks_as_the_library_computes_them():
+    from experiments import patch_chunks
+    from jaxnets.kernels import conv
+
+    # 4 MiB: 32 examples of the first layer (784 positions x (9 + 32) floats), 8 of the second
+    assert conv.PATCH_CHUNK_BYTES == 4 * 2**20 and patch_chunks.layer_chunks() == [32, 8]
