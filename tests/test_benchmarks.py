@@ -217,3 +217,28 @@ def test_the_chunk_experiment_reports_the_benchmark_cnns_chunks_as_the_library_c
 
     # 4 MiB: 32 examples of the first layer (784 positions x (9 + 32) floats), 8 of the second
     assert conv.PATCH_CHUNK_BYTES == 4 * 2**20 and patch_chunks.layer_chunks() == [32, 8]
+
+
+def test_the_probe_publishes_an_earlier_run_with_its_own_date_and_size(tmp_path, monkeypatch):
+    from experiments import cnn_process_probe as probe
+
+    page = tmp_path / "cnn.md"
+    page.write_text("before\n<!-- process-probe:start -->\nold\n<!-- process-probe:end -->\nafter\n")
+    monkeypatch.setattr(probe, "DOCS_PAGE", page)
+    run = {"steps_per_s": [30.0, 17.0], "cross_core_ratio": [1.1, 2.7], "other_processes": 0.01}
+    saved = {"date": "2026-01-02 03:04:05", "cpu_count": 2, "rows": {"retained": [run, run], "pytorch": [run, run]}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(saved))
+    assert probe.main(["--publish", str(tmp_path / "run")]) == 0
+    text = page.read_text()
+    assert "on 2026-01-02 03:04:05, 2 CPU cores, 2 fresh processes per variant (alternating), 2 runs of 5" in text
+    assert "| pytorch | 2 runs: median 30.0 (30.0 to 30.0) | 2 runs: median 17.0 (17.0 to 17.0) |" in text
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+
+
+def test_the_probe_refuses_to_publish_a_directory_without_a_run(tmp_path, capsys):
+    from experiments import cnn_process_probe as probe
+
+    with pytest.raises(SystemExit) as stop:
+        probe.main(["--publish", str(tmp_path)])
+    assert stop.value.code == 2 and "--publish: got" in capsys.readouterr().err
