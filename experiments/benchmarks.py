@@ -375,6 +375,8 @@ def cnn_summary(runs: list[dict]) -> dict:
     out = {"steps_per_s_per_process": [run["steps_per_s"] for run in runs],
            "minor_page_faults_per_step_per_process": [run["minor_page_faults_per_step"] for run in runs],
            "torch_standalone_steps_per_s_per_process": [run.get("torch_standalone_steps_per_s") for run in runs],
+           "torch_standalone_per_round_steps_per_s_per_process": [run.get("torch_standalone_per_round_steps_per_s")
+                                                                  for run in runs],
            "other_load_per_process": [run["other_load"] for run in runs],
            "cross_core_ratio_per_process": [run.get("cross_core_ratio", []) for run in runs]}
     for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager",

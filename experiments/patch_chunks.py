@@ -71,7 +71,8 @@ def measure(sizes: list[float], processes: int, rounds: int) -> dict:
         if torch_available():
             served["pytorch"] = torch_served("cnn", CNN_STEPS, retained=True)
         for _ in range(rounds):
-            times = round_robin_medians(served, repeats=1, warmup=1, warm_each_turn=True)
+            # One round per call, to keep each round's rates; the warm-up (compilation) only once.
+            times = round_robin_medians(served, repeats=1, warmup=0 if cross else 1, warm_each_turn=True)
             for name, seconds in times.items():
                 samples.setdefault(name, []).append(CNN_STEPS / seconds)
             cross.append(cross_core_cost().ratio)

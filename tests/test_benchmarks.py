@@ -242,3 +242,10 @@ def test_the_probe_refuses_to_publish_a_directory_without_a_run(tmp_path, capsys
     with pytest.raises(SystemExit) as stop:
         probe.main(["--publish", str(tmp_path)])
     assert stop.value.code == 2 and "--publish: got" in capsys.readouterr().err
+
+
+def test_the_cnn_summary_keeps_each_sets_standalone_rounds():
+    run = {"steps_per_s": {}, "minor_page_faults_per_step": {}, "other_load": {},
+           "torch_standalone_steps_per_s": 20.0, "torch_standalone_per_round_steps_per_s": [19.0, 20.0, 21.0]}
+    summary = benchmarks.cnn_summary([run, {**run, "torch_standalone_per_round_steps_per_s": [22.0]}])
+    assert summary["torch_standalone_per_round_steps_per_s_per_process"] == [[19.0, 20.0, 21.0], [22.0]]
