@@ -11,8 +11,9 @@ alternately (round-robin) so machine noise hits both. PyTorch runs in a worker p
 (``experiments/torch_baseline.py``, which imports no JAX) that takes its turn in the same
 round-robin while this process waits; after each round the same script times itself alone,
 in a fresh process of its own (two warm-up runs, then one timed run), so the machine's drift
-hits both alike: the table shows the worker's rate against the median of those standalone
-rates. PyTorch comparisons run only when ``torch`` is installed (``pip install -e ".[bench]"``;
+hits both alike, and the worker is replaced by a fresh, warmed-up process (PyTorch's speed
+differs between processes): the table shows the worker's rate against the median of those
+standalone rates, each a median over one process per round. PyTorch comparisons run only when ``torch`` is installed (``pip install -e ".[bench]"``;
 never a jaxnets dependency).
 The CNN and data-parallel benchmarks run in ``--processes`` fresh processes (default 3)
 and report each process's ratio and their median: on a shared machine one process can
@@ -114,6 +115,43 @@ def torch_served(model: str, steps: int, retained: bool | None = None) -> Served
                   env=torch_env(retained))
 
 
+class FreshEachRound:
+    """A served candidate whose process is replaced by a fresh, warmed-up one after each round.
+
+    PyTorch's step speed differs from process to process (with glibc's default allocator,
+    workers of one run ranged over about 10%), so one long-lived worker is one draw, while
+    the standalone script's rate is a median over one fresh process per round. Replaced
+    after each round, the worker's rate is a median over as many processes: like with like.
+    """
+
+    def __init__(self, start: Callable[[], Served], rounds: int, warmup: int = 2):
+        self.start, self.rounds_left, self.warmup = start, rounds, warmup
+        self.current = start()
+        self.processes = 1
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        """The process serving now (for CPU accounting)."""
+        return self.current.proc
+
+    def __call__(self) -> None:
+        self.current()
+
+    def replace(self) -> None:
+        """After a round: a fresh process, warmed up untimed; nothing after the last round."""
+        self.rounds_left -= 1
+        if self.rounds_left <= 0:
+            return
+        self.current.close()
+        self.current = self.start()
+        self.processes += 1
+        for _ in range(self.warmup):
+            self.current()
+
+    def close(self) -> None:
+        self.current.close()
+
+
 def torch_standalone(model: str, steps: int, repeats: int, retained: bool | None = None) -> dict:
     """``python -m experiments.torch_baseline MODEL``: PyTorch timing itself, alone (this process waits)."""
     proc = subprocess.run([sys.executable, "-m", "experiments.torch_baseline", model, "--steps", str(steps),
@@ -160,11 +198,16 @@ def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str
     """
     if not torch_available():
         return round_robin_medians(candidates, repeats=repeats), None
-    torch_run = torch_served(model, steps)
+    torch_run = FreshEachRound(lambda: torch_served(model, steps), rounds=repeats)
     standalone = StandaloneRounds(model, steps)
+
+    def between_rounds() -> None:
+        standalone()
+        torch_run.replace()
+
     try:
         times = round_robin_medians({**candidates, "torch_eager": torch_run}, repeats=repeats,
-                                    between_rounds=standalone)
+                                    between_rounds=between_rounds)
     finally:
         torch_run.close()
     return times, standalone.summary()
@@ -329,9 +372,8 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
         for name in CNN_CANDIDATES:
             served[name] = Served([sys.executable, "-m", "experiments.benchmarks", "--serve-cnn", name], env=env)
         if torch_available():
-            served["torch_eager"] = torch_served("cnn", CNN_STEPS, retained)
-        pids = [worker.proc.pid for worker in served.values()]
-        before = cpu_snapshot(pids)
+            served["torch_eager"] = FreshEachRound(lambda: torch_served("cnn", CNN_STEPS, retained), rounds=repeats)
+        before = cpu_snapshot([worker.proc.pid for worker in served.values()])
         standalone = StandaloneRounds("cnn", CNN_STEPS, retained) if "torch_eager" in served else None
         cross: list[float] = []
 
@@ -341,11 +383,13 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
             cross.append(cross_core_cost().ratio)
             if standalone is not None:
                 standalone()
+                served["torch_eager"].replace()
 
         # Each turn starts with one untimed run: a 5-step turn is short next to what the other
         # processes' turns leave cold, and PyTorch's standalone script warms up before it times.
         times = round_robin_medians(served, repeats=repeats, warm_each_turn=True, between_rounds=between_rounds)
-        load = other_load(before, cpu_snapshot(pids))
+        # The PyTorch worker's earlier processes have exited and count as waited-for children.
+        load = other_load(before, cpu_snapshot([worker.proc.pid for worker in served.values()]))
         faults = {name: json.loads(served[name].ask("stats"))["minor_page_faults_per_run"] / CNN_STEPS
                   for name in ("jaxnets_auto", "hand_jax")}
     finally:

@@ -70,12 +70,19 @@ def _fake_standalone_script(monkeypatch, order, rates):
 
 
 def test_the_standalone_script_runs_in_a_fresh_process_after_each_round(monkeypatch):
-    order = []
+    order, workers = [], []
+
+    def torch_served(model, steps, retained=None):
+        workers.append(_FakeWorker(f"torch{len(workers)}", order))
+        return workers[-1]
+
     monkeypatch.setattr(benchmarks, "torch_available", lambda: True)
-    monkeypatch.setattr(benchmarks, "torch_served", lambda model, steps, retained=None: _FakeWorker("torch", order))
+    monkeypatch.setattr(benchmarks, "torch_served", torch_served)
     calls = _fake_standalone_script(monkeypatch, order, [30.0, 10.0, 20.0])
     times, standalone = benchmarks.round_robin_with_torch({"jax": lambda: order.append("jax")}, "mlp", 4, repeats=3)
-    assert order == ["jax", "jax", "torch", "torch"] + ["jax", "torch", "standalone"] * 3  # warm-up, then rounds
+    # Warm-up; then each round, and after it PyTorch alone and a fresh worker warmed up twice.
+    assert order == ["jax", "jax", "torch0", "torch0", "jax", "torch0", "standalone", "torch1", "torch1",
+                     "jax", "torch1", "standalone", "torch2", "torch2", "jax", "torch2", "standalone"]
     assert list(times) == ["jax", "torch_eager"]
     for command, env in calls:  # one timed run each (the script warms up first), with the benchmark's allocator
         assert command[1:] == ["-m", "experiments.torch_baseline", "mlp", "--steps", "4", "--repeats", "1"]
@@ -109,10 +116,32 @@ def test_a_cnn_set_measures_the_machine_then_pytorch_alone_after_each_round(monk
     _fake_standalone_script(monkeypatch, order, [30.0, 10.0, 20.0])
     out = benchmarks.cnn_set(3, retained=True)
     turns = [name for name in (*benchmarks.CNN_CANDIDATES, "torch") for _ in range(2)]  # warm run, timed run
-    assert order == turns + (turns + ["cross_core", "standalone"]) * 3
+    fresh_worker = ["torch", "torch"]  # a new PyTorch worker's two untimed warm-up runs
+    assert order == turns + (turns + ["cross_core", "standalone"] + fresh_worker) * 2 \
+        + turns + ["cross_core", "standalone"]
     assert out["cross_core_ratio"] == [1.1, 2.0, 1.2]
     assert out["torch_standalone_steps_per_s"] == 20.0
     assert out["torch_standalone_per_round_steps_per_s"] == [30.0, 10.0, 20.0]
+
+
+def test_a_fresh_each_round_worker_is_a_new_process_per_round_and_closes_the_old_one():
+    order, started, closed = [], [], []
+
+    class Worker(_FakeWorker):
+        def close(self):
+            closed.append(self.name)
+
+    def start():
+        started.append(Worker(f"w{len(started)}", order))
+        return started[-1]
+
+    worker = benchmarks.FreshEachRound(start, rounds=3)
+    for _ in range(3):
+        worker()
+        worker.replace()
+    worker.close()
+    assert order == ["w0", "w1", "w1", "w1", "w2", "w2", "w2"]  # timed, then the next one's two warm-ups
+    assert closed == ["w0", "w1", "w2"] and worker.processes == 3
 
 
 def _cnn_result(ratios, fair):
