@@ -62,7 +62,20 @@ def median_time(run: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) ->
 def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: int = 7,
                         warmup: int = 2, warm_each_turn: bool = False,
                         between_rounds: Callable[[], Any] | None = None) -> dict[str, float]:
-    """Median wall seconds of each zero-argument callable, timed in turns (A, B, C, A, B, C, ...).
+    """Median wall seconds of each candidate over the rounds of ``round_robin_samples`` (same arguments).
+
+    >>> sorted(round_robin_medians({"a": lambda: None, "b": lambda: None}, repeats=3))
+    ['a', 'b']
+    """
+    samples = round_robin_samples(candidates, repeats=repeats, warmup=warmup, warm_each_turn=warm_each_turn,
+                                  between_rounds=between_rounds)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def round_robin_samples(candidates: dict[str, Callable[[], Any]], *, repeats: int = 7,
+                        warmup: int = 2, warm_each_turn: bool = False,
+                        between_rounds: Callable[[], Any] | None = None) -> dict[str, list[float]]:
+    """Wall seconds of each zero-argument callable in each round, timed in turns (A, B, C, A, B, C, ...).
 
     Every candidate is warmed up first (compilation), then each round runs each
     candidate once, so a change of machine load during the measurement hits all
@@ -81,10 +94,10 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
         (a baseline timing itself alone, a measurement of the machine's state).
 
     Returns:
-      name -> median seconds, in the order of ``candidates``.
+      name -> seconds of each round (``repeats`` of them), in the order of ``candidates``.
 
-    >>> sorted(round_robin_medians({"a": lambda: None, "b": lambda: None}, repeats=3))
-    ['a', 'b']
+    >>> [len(times) for times in round_robin_samples({"a": lambda: None, "b": lambda: None}, repeats=3).values()]
+    [3, 3]
     """
     if repeats < 1:
         raise ValueError(f"repeats: got {repeats!r}; allowed: an int >= 1")
@@ -101,7 +114,7 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
             samples[name].append(time.perf_counter() - tick)
         if between_rounds is not None:
             between_rounds()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def matmul_peak_gflops(size: int = 2048, dtype=jnp.float32, repeats: int = 7) -> float:
@@ -272,4 +285,5 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
 
 
 __all__ = ["SLOW_CROSS_CORE_RATIO", "CpuSnapshot", "CrossCore", "block", "compiled_flops", "cpu_snapshot",
-           "cross_core_cost", "matmul_peak_gflops", "median_time", "other_load", "round_robin_medians"]
+           "cross_core_cost", "matmul_peak_gflops", "median_time", "other_load", "round_robin_medians",
+           "round_robin_samples"]
