@@ -12,9 +12,9 @@ alternately (round-robin) so machine noise hits both. PyTorch runs in a worker p
 round-robin while this process waits; after each round the same script times itself alone,
 in a fresh process of its own (two warm-up runs, then one timed run), so the machine's drift
 hits both alike, and the worker is replaced by a fresh, warmed-up process (PyTorch's speed
-differs between processes): the table shows the worker's rate against the median of those
-standalone rates, each a median over one process per round. PyTorch comparisons run only when ``torch`` is installed (``pip install -e ".[bench]"``;
-never a jaxnets dependency).
+differs between processes): the table gives the median over the rounds of the worker's rate
+over the standalone rate right after it. PyTorch comparisons run only when ``torch`` is
+installed (``pip install -e ".[bench]"``; never a jaxnets dependency).
 The CNN and data-parallel benchmarks run in ``--processes`` fresh processes (default 3)
 and report each process's ratio and their median: on a shared machine one process can
 run its memory-bound work much slower than the next for its whole life.
@@ -876,11 +876,11 @@ DATA_PARALLEL_GOAL = 0.95
 
 
 def jaxnets_vs_hand(run: dict) -> dict[str, list[float]]:
-    """Per process, jaxnets' pmap and sharded rates over the hand-written ones measured in the same process.
+    """Per process, the share of its own one-device speed jaxnets' pmap (sharded) step keeps, over the hand-written one's.
 
-    Both are relative to the same one-device rates, so the ratio of the relative rates is the
-    ratio of the steps/s. Pairing within a process keeps its speed (which differs from process
-    to process) out of the comparison; medians taken mode by mode over the processes would not.
+    Both shares are measured in the same process, so pairing them keeps that process's speed
+    (which differs from process to process) out of the comparison; medians taken mode by mode
+    over the processes would not.
     """
     per_process = run.get("relative_per_process") or [run["relative_to_one_device"]]
     return {mode: [rel[f"jaxnets_{mode}"] / rel[f"hand_{mode}"] for rel in per_process]
@@ -893,8 +893,8 @@ def data_parallel_row(run: dict, processes: int | None) -> str:
     paired = {mode: float(np.median(ratios)) for mode, ratios in jaxnets_vs_hand(run).items()}
     met = all(v >= DATA_PARALLEL_GOAL for v in paired.values())
     return (f"| data_parallel, {run['devices']} devices: steps/s relative to one device"
-            f"{' (median of %d processes)' % processes if processes else ''}; jaxnets / hand-written "
-            "in the same process (median) | "
+            f"{' (median of %d processes)' % processes if processes else ''}; jaxnets' over the "
+            "hand-written step's, in the same process (median) | "
             + ", ".join(f"{k} {v:.2f}" for k, v in rel.items() if not k.endswith("_none"))
             + "; " + ", ".join(f"jaxnets / hand {mode} {v:.3g}" for mode, v in paired.items())
             + f" | jaxnets / hand >= {DATA_PARALLEL_GOAL:g} | {'yes' if met else 'no'} |")
