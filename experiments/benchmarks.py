@@ -457,6 +457,25 @@ def cnn_summary(runs: list[dict]) -> dict:
     return out
 
 
+def cnn_data(batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The CNN benchmark's batch: 28x28x1 standard-normal images and labels 0-9 (seed 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
+    return x, rng.integers(0, 10, size=batch).astype(np.int32)
+
+
+def jaxnets_cnn(impl: str) -> tuple[Callable, jn.TrainState, dict]:
+    """The CNN benchmark's jaxnets side with ``conv_impl=impl``: (step function, fresh Adam state, batch)."""
+    from jaxnets.models import get_model
+
+    x, y = cnn_data()
+    jbatch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones((x.shape[0],), jnp.float32)}
+    model = get_model("cnn", output_dim=10, channels=(32, 64), kernel_size=3, pool="max", dense=(256,),
+                      conv_impl=impl)
+    state = jn.create_state(model, jn.optim.create("adam", 1e-3), x)
+    return jn.make_train_step(jn.objective_for("multiclass")), state, jbatch
+
+
 def cnn_candidate(name: str, steps: int = CNN_STEPS) -> tuple[Callable[[], None], dict]:
     """CNN on 28x28x1, batch 256, Adam: conv3x3-32, relu, maxpool2, conv3x3-64, relu, maxpool2, dense 256, dense 10.
 
@@ -464,21 +483,12 @@ def cnn_candidate(name: str, steps: int = CNN_STEPS) -> tuple[Callable[[], None]
     network written directly with lax.conv_general_dilated and reduce_window. Returns the
     candidate's run (``steps`` steps) and what it is (FLOPs and temporaries of jaxnets' step).
     """
-    from jaxnets.models import get_model
-
-    rng = np.random.default_rng(0)
-    batch = 256
-    x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, size=batch).astype(np.int32)
     if name == "hand_jax":
+        x, y = cnn_data()
         return hand_cnn_runner(x, y, steps), {"candidate": name}
-    impl = name.removeprefix("jaxnets_")
-    jbatch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones((batch,), jnp.float32)}
-    step_fn = jn.make_train_step(jn.objective_for("multiclass"))
+    step_fn, state, jbatch = jaxnets_cnn(name.removeprefix("jaxnets_"))
     step = jax.jit(step_fn, donate_argnums=0)
-    model = get_model("cnn", output_dim=10, channels=(32, 64), kernel_size=3, pool="max", dense=(256,),
-                      conv_impl=impl)
-    box = {"state": jn.create_state(model, jn.optim.create("adam", 1e-3), x)}
+    box = {"state": state}
     info = {"candidate": name, "step_gflop": compiled_flops(step_fn, box["state"], jbatch) / 1e9,
             "temp_mib": step.lower(box["state"], jbatch).compile().memory_analysis().temp_size_in_bytes / 2**20}
 
