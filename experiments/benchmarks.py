@@ -42,7 +42,7 @@ from jaxnets.host_memory import DEFAULT_THRESHOLD_BYTES, retain_freed_memory
 from jaxnets.io import atomic_write_json, atomic_write_text
 from experiments.torch_baseline import answer_requests
 from jaxnets.profiling import (SLOW_CROSS_CORE_RATIO, block, compiled_flops, cpu_snapshot, cross_core_cost,
-                               other_load, round_robin_medians, round_robin_samples)
+                               medians, other_load, round_robin_medians, round_robin_samples)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,11 +212,6 @@ def round_robin_with_torch(candidates: dict[str, Callable[[], None]], model: str
     finally:
         torch_run.close()
     return medians(samples), with_worker_rounds(standalone.summary(), samples["torch_eager"], steps)
-
-
-def medians(samples: dict[str, list[float]]) -> dict[str, float]:
-    """Each candidate's median over its rounds."""
-    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def with_worker_rounds(standalone: dict, worker_seconds: list[float], steps: int) -> dict:

@@ -67,8 +67,16 @@ def round_robin_medians(candidates: dict[str, Callable[[], Any]], *, repeats: in
     >>> sorted(round_robin_medians({"a": lambda: None, "b": lambda: None}, repeats=3))
     ['a', 'b']
     """
-    samples = round_robin_samples(candidates, repeats=repeats, warmup=warmup, warm_each_turn=warm_each_turn,
-                                  between_rounds=between_rounds)
+    return medians(round_robin_samples(candidates, repeats=repeats, warmup=warmup, warm_each_turn=warm_each_turn,
+                                       between_rounds=between_rounds))
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    """Each candidate's median over its rounds (of ``round_robin_samples``).
+
+    >>> medians({"a": [3.0, 1.0, 2.0]})
+    {'a': 2.0}
+    """
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -285,5 +293,5 @@ def cross_core_cost(nbytes: int = 4 * 2**20, rounds: int = 15) -> CrossCore:
 
 
 __all__ = ["SLOW_CROSS_CORE_RATIO", "CpuSnapshot", "CrossCore", "block", "compiled_flops", "cpu_snapshot",
-           "cross_core_cost", "matmul_peak_gflops", "median_time", "other_load", "round_robin_medians",
-           "round_robin_samples"]
+           "cross_core_cost", "matmul_peak_gflops", "median_time", "medians", "other_load",
+           "round_robin_medians", "round_robin_samples"]
