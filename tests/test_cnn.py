@@ -19,7 +19,7 @@ from jax.test_util import check_grads
 import jaxnets as jn
 from jaxnets import kernels
 from jaxnets.kernels import (avg_pool, conv, conv_bias_act_pool, convolve, fused, global_avg_pool, max_pool,
-                             pooling, select, windows)
+                             pooling, select, windows, winograd)
 from jaxnets.models import CNN, CNN1D, Conv, LeNet, cnn, get_model, regularizers
 from jaxnets.models import conv as conv_layer
 from jaxnets.models.regularizers import make_batch_norm, make_dropout
@@ -292,6 +292,85 @@ def test_fused_conv_max_pool_equals_conv_then_reduce_window_float64(shape, windo
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
         jaxpr = str(jax.make_jaxpr(fused_path)(xx, ww))
         assert "conv_general_dilated" not in jaxpr and "reduce_window" not in jaxpr
+
+
+WINOGRAD_CASES = [  # x shape, C_out, padding, examples per chunk
+    ((6, 9, 8, 8), 4, "SAME", 2),      # 9 rows: a remainder row of the convolution output is dropped
+    ((5, 7, 7, 9), 3, "VALID", 5),     # the whole batch at once; 5x5 output, remainders dropped
+    ((7, 6, 10, 8), 5, 1, 3),          # integer padding; chunks of 3, the last one padded
+    ((2, 4, 4, 16), 2, 2, 1),          # wide padding, one example per chunk
+]
+
+
+def _winograd_chunk_bytes(shape, c_out, padding, chunk):
+    """The ``WINOGRAD_CHUNK_BYTES`` that gives ``chunk`` examples per chunk in float64."""
+    pads = windows.explicit_padding(shape[1:3], (3, 3), (1, 1), padding)
+    tiles = math.prod((n + sum(p) - 2) // 2 for n, p in zip(shape[1:3], pads))
+    return chunk * 16 * tiles * (shape[-1] + c_out) * 8
+
+
+@pytest.mark.parametrize("shape, c_out, padding, chunk", WINOGRAD_CASES)
+def test_winograd_conv_max_pool_equals_conv_then_reduce_window_float64(shape, c_out, padding, chunk, monkeypatch):
+    """F(2x2, 3x3) + pooling: XLA's convolution + reduce_window values exactly (integer inputs, many
+    ties) and gradients, random float64 values and gradients, and finite differences."""
+    rng = np.random.default_rng(sum(shape) + c_out)
+    monkeypatch.setattr(winograd, "WINOGRAD_CHUNK_BYTES", _winograd_chunk_bytes(shape, c_out, padding, chunk))
+    with jax.enable_x64(True):
+        integers = [jnp.asarray(rng.integers(-1, 2, size=s).astype(np.float64)) for s in (shape, (3, 3, shape[-1], c_out))]
+        normals = [jnp.asarray(rng.normal(size=a.shape)) for a in integers]
+        assert winograd.examples_per_chunk(integers[0], c_out, padding) == chunk
+
+        def reference(a, b):
+            return max_pool(convolve(a, b, 1, padding, "xla"), 2, impl="xla")
+
+        def fused_path(a, b):
+            return fused.convolve_max_pool(a, b, 2, 1, padding, "patches")
+
+        assert "_winograd_conv_pool" in str(jax.make_jaxpr(fused_path)(*integers))
+        for (x, w), exact in ((integers, True), (normals, False)):
+            y_ref, pull_ref = jax.vjp(reference, x, w)
+            y_got, pull_got = jax.jit(lambda a, b: jax.vjp(fused_path, a, b))(x, w)
+            probe = jnp.asarray(rng.normal(size=y_ref.shape))
+            if exact:  # every transform entry is 0, ±1 or ±1/2: exact on small integers
+                np.testing.assert_array_equal(np.asarray(y_got), np.asarray(y_ref))
+            else:
+                np.testing.assert_allclose(np.asarray(y_got), np.asarray(y_ref), rtol=1e-12, atol=1e-12)
+            for got, want in zip(pull_got(probe), pull_ref(probe)):
+                np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+        check_grads(jax.jit(lambda a, b: jnp.sum(jnp.tanh(fused_path(a, b)) * probe)), tuple(normals),
+                    order=1, modes=("rev",))
+
+
+def test_winograd_float32_stays_within_float32_rounding_of_xla():
+    """In float32 (the benchmark's dtype) the transforms add rounding, not error: XLA's values within 1e-5."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(37, 14, 14, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 64)) / np.sqrt(9 * 32), jnp.float32)
+    probe = jnp.asarray(rng.normal(size=(37, 7, 7, 64)), jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref, pull_ref = jax.vjp(lambda a, b: max_pool(convolve(a, b, impl="xla"), 2, impl="xla"), x, w)
+    got, pull_got = jax.vjp(lambda a, b: fused.convolve_max_pool(a, b, 2, impl="patches"), x, w)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(pull_got(probe), pull_ref(probe)):
+        assert a.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("kernel_shape, strides, window, expected", [
+    ((3, 3, 8, 4), (1, 1), (2, 2), True),
+    ((3, 3, winograd.WINOGRAD_MIN_CHANNELS - 1, 4), (1, 1), (2, 2), False),  # a first layer: patch products
+    ((5, 5, 8, 4), (1, 1), (2, 2), False),
+    ((3, 3, 8, 4), (2, 2), (2, 2), False),
+    ((3, 3, 8, 4), (1, 1), (3, 3), False),
+    ((3, 8, 4), (1,), (2,), False),                                     # 1-D
+])
+def test_winograd_runs_only_where_it_applies(kernel_shape, strides, window, expected):
+    assert winograd.applies(kernel_shape, strides, window) is expected
+    x = jnp.ones((2, *(8,) * (len(kernel_shape) - 2), kernel_shape[-2]))
+    jaxpr = str(jax.make_jaxpr(lambda a, b: fused.convolve_max_pool(a, b, window, strides, impl="patches"))(
+        x, jnp.ones(kernel_shape)))
+    assert ("_winograd_conv_pool" in jaxpr) is expected
 
 
 def test_fused_conv_max_pool_falls_back_to_the_two_calls():
@@ -760,7 +839,8 @@ def test_digits_images_cnn_reaches_97_percent():
 # ---------------------------------------------------------------- docs and doctests
 
 
-@pytest.mark.parametrize("module", [kernels, select, windows, conv, pooling, fused, conv_layer, regularizers, cnn],
+@pytest.mark.parametrize("module", [kernels, select, windows, conv, pooling, fused, winograd, conv_layer, regularizers,
+                                    cnn],
                          ids=lambda m: m.__name__)
 def test_doctests(module):
     result = doctest.testmod(module)

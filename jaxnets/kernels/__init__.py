@@ -9,7 +9,8 @@ gradients on both paths:
 - ``"patches"``: the kernels of this package, "auto" on the CPU: the convolution as
   patch-matrix products with a hand-written VJP, processed in chunks of examples
   (``conv``); pooling over strided views with custom JVPs that keep the first-maximum
-  tie rule (``pooling``); convolution and max pooling fused (``fused``).
+  tie rule (``pooling``); convolution and max pooling fused (``fused``), for a 3×3
+  kernel at stride 1 by Winograd's minimal filtering (``winograd``).
 
 Modules:
   select: ``CONV_IMPLS``, ``resolve``: the switch.
@@ -18,6 +19,7 @@ Modules:
   pooling: ``max_pool``, ``avg_pool``, ``global_avg_pool``.
   fused: ``conv_bias_act_pool`` (one convolution block, the only place that reorders
     pooling and the activation) and ``convolve_max_pool``.
+  winograd: 3×3 convolution + 2×2 max pooling by F(2×2, 3×3), with its VJP.
 
 The models (``jaxnets.models.Conv``, ``CNN``) pass their ``conv_impl`` here and hold
 no other implementation choice; this package is the only one in jaxnets that defines

@@ -13,7 +13,9 @@ exactly in floating point, and with the same gradients (the first maximum of a w
 of z + b or of g(z + b) is the first maximum of z, where g' is not 0). The bias and
 the activation then touch pool_size² times fewer values, and the convolution and the
 pooling run fused (``convolve_max_pool``): each chunk of examples is pooled while its
-convolution output is still in cache, so the full-resolution map is never written.
+convolution output is still in cache, so the full-resolution map is never written. A 3×3
+convolution at stride 1 with 2×2 pooling and enough input channels runs by Winograd's
+algorithm instead of patch products (``jaxnets.kernels.winograd``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxnets.kernels import winograd
 from jaxnets.kernels.conv import (backward_by_chunks, check_conv_shapes, convolve, examples_per_chunk,
                                   extract_patches, merge_chunks, to_chunks)
 from jaxnets.kernels.pooling import avg_pool, first_max_chosen, first_max_index, max_pool, window_axes
@@ -97,9 +100,11 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
     output is still in cache; only the pooled map and the index of each window's
     first maximum (one byte per pooled value) leave the loop, and the backward pass
     puts ∂y back at those indices chunk by chunk. Values and gradients equal the
-    two calls in sequence (the first-maximum rule of ``max_pool``). On the "xla"
-    path, for an empty batch, or when the map is smaller than one window, it runs
-    the two calls.
+    two calls in sequence (the first-maximum rule of ``max_pool``). Where
+    ``winograd.applies`` (3×3, stride 1, 2×2 windows, enough input channels), the
+    convolution runs by Winograd's F(2×2, 3×3) instead of patch products, also fused.
+    On the "xla" path, for an empty batch, or when the map is smaller than one
+    window, it runs the two calls.
 
     Args:
       x: (N, H, W, C_in) or (N, L, C_in).
@@ -123,6 +128,8 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
     out = [conv_output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides)]
     if resolve(impl) == "xla" or x.shape[0] == 0 or any(o < k for o, k in zip(out, window)):
         return max_pool(convolve(x, kernel, strides, padding, impl), window, impl=impl)
+    if winograd.applies(kernel.shape, strides, window):
+        return winograd.convolve_max_pool(x, kernel, padding)
     return _patches_conv_pool(x, kernel, strides, padding, window,
                               examples_per_chunk(x, kernel, strides, padding, with_output=True))
 
