@@ -237,26 +237,51 @@ def test_the_docs_name_the_cross_core_threshold_the_code_uses():
     assert f"`SLOW_CROSS_CORE_RATIO` ({SLOW_CROSS_CORE_RATIO:g})" in text
 
 
-def test_the_chunk_table_counts_only_normal_rounds_and_groups_processes_by_size():
-    from experiments import patch_chunks
+def test_the_choices_table_counts_only_normal_rounds_and_groups_processes_by_setting():
+    from experiments import conv_choices
     from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
 
-    result = {"steps_per_s": {"4/0": [30.0, 10.0, 32.0], "4/1": [28.0, 9.0, 29.0], "6/0": [33.0, 11.0, 35.0],
-                              "pytorch": [20.0, 19.0, 22.0]},
-              "cross_core_ratio": [1.0, SLOW_CROSS_CORE_RATIO, 1.1], "chunks": {"4": [32, 8], "6": [32, 16]}}
-    lines = patch_chunks.table(result).splitlines()
-    assert lines[2] == "| 4 MiB | 32, 8 | 31.0, 28.5 | 29.8 | 1.42 |"
-    assert lines[3] == "| 6 MiB | 32, 16 | 34.0 | 34.0 | 1.62 |"
+    result = {"steps_per_s": {"library/0": [30.0, 10.0, 32.0], "library/1": [28.0, 9.0, 29.0],
+                              "no-winograd/0": [33.0, 11.0, 35.0], "pytorch": [20.0, 19.0, 22.0]},
+              "cross_core_ratio": [1.0, SLOW_CROSS_CORE_RATIO, 1.1],
+              "layers": {"library": ["patches 32", "Winograd 32"], "no-winograd": ["patches 32", "patches 8"]}}
+    lines = conv_choices.table(result).splitlines()
+    assert lines[2] == "| library | patches 32; Winograd 32 | 31.0, 28.5 | 29.8 | 1.42 |"
+    assert lines[3] == "| no-winograd | patches 32; patches 8 | 34.0 | 34.0 | 1.62 |"
     assert lines[-1] == "Rounds in the normal cross-core state: 2 of 3; PyTorch's step in them: 21.0 steps/s."
-    assert patch_chunks.table({**result, "cross_core_ratio": [2.0, 2.0, 2.0]}).startswith("No round in the normal")
+    assert conv_choices.table({**result, "cross_core_ratio": [2.0, 2.0, 2.0]}).startswith("No round in the normal")
 
 
-def test_the_chunk_experiment_reports_the_benchmark_cnns_chunks_as_the_library_computes_them():
-    from experiments import patch_chunks
-    from jaxnets.kernels import conv
+def test_the_choices_experiment_reports_each_layer_as_the_library_runs_it(monkeypatch):
+    from experiments import conv_choices
+    from jaxnets.kernels import conv, winograd
 
-    # 4 MiB: 32 examples of the first layer (784 positions x (9 + 32) floats), 8 of the second
-    assert conv.PATCH_CHUNK_BYTES == 4 * 2**20 and patch_chunks.layer_chunks() == [32, 8]
+    # 4 MiB: 32 examples of the first layer (784 positions x (9 + 32) floats); the second layer by
+    # Winograd, 10 MiB: 32 examples (49 tiles x 16 positions x (32 + 64) floats)
+    assert conv.PATCH_CHUNK_BYTES == 4 * 2**20 and winograd.WINOGRAD_CHUNK_BYTES == 10 * 2**20
+    assert conv_choices.layer_choices() == ["patches 32", "Winograd 32"]
+    for name, expected in [("no-winograd", ["patches 32", "patches 8"]),
+                           ("winograd-first-layer-too", ["Winograd 16", "Winograd 32"]),
+                           ("winograd-5mib", ["patches 32", "Winograd 16"]), ("patch-8mib", ["patches 64", "Winograd 32"])]:
+        with monkeypatch.context() as patch:  # apply_setting assigns the module constants; undone after each
+            for module, attribute in [(conv, "PATCH_CHUNK_BYTES"), (winograd, "WINOGRAD_CHUNK_BYTES"),
+                                      (winograd, "WINOGRAD_MIN_CHANNELS")]:
+                patch.setattr(module, attribute, getattr(module, attribute))
+            conv_choices.apply_setting(name)
+            assert conv_choices.layer_choices() == expected, name
+    assert conv_choices.describe_settings(["library", "no-winograd"]).splitlines() == [
+        "- `library`: the library's constants: patch chunks of 4 MiB, Winograd chunks of 10 MiB, Winograd from 8 "
+        "input channels", "- `no-winograd`: no Winograd"]
+
+
+def test_the_choices_experiment_rejects_an_unknown_setting_in_one_line(capsys):
+    from experiments import conv_choices
+
+    with pytest.raises(SystemExit) as exit_info:
+        conv_choices.main(["--settings", "fastest"])
+    assert exit_info.value.code == 2
+    assert "--settings, --processes, --rounds: got ['fastest'], 3, 8; allowed: settings of library" in \
+        capsys.readouterr().err
 
 
 def test_the_probe_publishes_an_earlier_run_with_its_own_date_and_size(tmp_path, monkeypatch):
