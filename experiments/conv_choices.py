@@ -1,6 +1,6 @@
-"""Which algorithm and chunk size for each convolution? The benchmark CNN's step under each setting, in processes of its own.
+"""Which algorithm and chunk size for each convolution? The benchmark CNN's step under each setting, timed.
 
-    python -m experiments.conv_choices                          # every setting, 3 processes each
+    python -m experiments.conv_choices                          # every setting, 3 processes each (about 3 minutes)
     python -m experiments.conv_choices --settings library no-winograd --update-docs
     python -m experiments.conv_choices --docs-from results/conv_choices   # re-render a saved run into the docs
 
@@ -43,7 +43,6 @@ SETTINGS: dict[str, dict[str, float]] = {
     "patch-2mib": {"patch_mib": 2},
     "patch-8mib": {"patch_mib": 8},
 }
-DEFAULT_SETTINGS = ("library", "no-winograd", "winograd-first-layer-too", "winograd-5mib", "winograd-20mib")
 #: The benchmark CNN's convolutions: (input shape, kernel shape).
 LAYERS = (((256, 28, 28, 1), (3, 3, 1, 32)), ((256, 14, 14, 32), (3, 3, 32, 64)))
 
@@ -117,7 +116,7 @@ def measure(settings: list[str], processes: int, rounds: int) -> dict:
 
 
 def table(result: dict) -> str:
-    """Per setting: each layer's algorithm and chunk, each process's median steps/s over the normal rounds, their median."""
+    """Per setting: each layer's algorithm and chunk, each process's median steps/s in the normal rounds, their median."""
     from jaxnets.profiling import SLOW_CROSS_CORE_RATIO
 
     normal = [i for i, r in enumerate(result["cross_core_ratio"]) if r < SLOW_CROSS_CORE_RATIO]
@@ -161,7 +160,7 @@ def describe_settings(names: list[str]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), help=f"of {', '.join(SETTINGS)}")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {', '.join(SETTINGS)} (default: all)")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per setting (default 3)")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of the round-robin (default 8)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "conv_choices")

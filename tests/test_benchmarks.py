@@ -262,7 +262,8 @@ def test_the_choices_experiment_reports_each_layer_as_the_library_runs_it(monkey
     assert conv_choices.layer_choices() == ["patches 32", "Winograd 32"]
     for name, expected in [("no-winograd", ["patches 32", "patches 8"]),
                            ("winograd-first-layer-too", ["Winograd 16", "Winograd 32"]),
-                           ("winograd-5mib", ["patches 32", "Winograd 16"]), ("patch-8mib", ["patches 64", "Winograd 32"])]:
+                           ("winograd-5mib", ["patches 32", "Winograd 16"]),
+                           ("patch-8mib", ["patches 64", "Winograd 32"])]:
         with monkeypatch.context() as patch:  # apply_setting assigns the module constants; undone after each
             for module, attribute in [(conv, "PATCH_CHUNK_BYTES"), (winograd, "WINOGRAD_CHUNK_BYTES"),
                                       (winograd, "WINOGRAD_MIN_CHANNELS")]:

@@ -316,7 +316,8 @@ def test_winograd_conv_max_pool_equals_conv_then_reduce_window_float64(shape, c_
     rng = np.random.default_rng(sum(shape) + c_out)
     monkeypatch.setattr(winograd, "WINOGRAD_CHUNK_BYTES", _winograd_chunk_bytes(shape, c_out, padding, chunk))
     with jax.enable_x64(True):
-        integers = [jnp.asarray(rng.integers(-1, 2, size=s).astype(np.float64)) for s in (shape, (3, 3, shape[-1], c_out))]
+        integers = [jnp.asarray(rng.integers(-1, 2, size=s).astype(np.float64))
+                    for s in (shape, (3, 3, shape[-1], c_out))]
         normals = [jnp.asarray(rng.normal(size=a.shape)) for a in integers]
         assert winograd.examples_per_chunk(integers[0], c_out, padding) == chunk
 

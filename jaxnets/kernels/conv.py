@@ -130,10 +130,6 @@ def examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], paddin
                        with_output: bool = False) -> int:
     """Examples per chunk: all N when the whole patch matrix is small, else ~``PATCH_CHUNK_BYTES``.
 
-    Within a factor 2 of the target size, the largest divisor of N is taken (the
-    chunks tile the batch: no padding); otherwise the chunks are evened out
-    (ceil(N / number of chunks)) and the last one is padded with zero examples.
-
     Args:
       x: (N, *spatial, C_in); kernel: (*window, C_in, C_out).
       strides, padding: of the convolution.
@@ -145,14 +141,27 @@ def examples_per_chunk(x: Array, kernel: Array, strides: tuple[int, ...], paddin
     >>> examples_per_chunk(jnp.ones((8, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), (1, 1), "SAME")
     8
     """
-    n = x.shape[0]
     positions = math.prod(conv_output_size(size, k, s, padding)
                           for size, k, s in zip(x.shape[1:-1], kernel.shape[:-2], strides))
     width = math.prod(kernel.shape[:-1]) + (kernel.shape[-1] if with_output else 0)
-    per_example = max(1, positions * width * x.dtype.itemsize)
-    if n * per_example <= PATCH_WHOLE_BATCH_BYTES:
+    return chunk_examples(x.shape[0], positions * width * x.dtype.itemsize,
+                          whole_batch_bytes=PATCH_WHOLE_BATCH_BYTES, chunk_bytes=PATCH_CHUNK_BYTES)
+
+
+def chunk_examples(n: int, per_example_bytes: int, *, whole_batch_bytes: int, chunk_bytes: int) -> int:
+    """Examples per chunk of a loop over a batch of ``n``: all up to ``whole_batch_bytes``, else ~``chunk_bytes``.
+
+    Within a factor 2 of the target size, the largest divisor of n is taken (the
+    chunks tile the batch: no padding); otherwise the chunks are evened out
+    (ceil(n / number of chunks)) and the last one is padded with zero examples.
+
+    >>> [chunk_examples(n, 100, whole_batch_bytes=500, chunk_bytes=300) for n in (4, 7, 64)]
+    [4, 3, 2]
+    """
+    per_example = max(1, per_example_bytes)
+    if n * per_example <= whole_batch_bytes:
         return n
-    size = max(1, min(n, PATCH_CHUNK_BYTES // per_example))
+    size = max(1, min(n, chunk_bytes // per_example))
     divisor = max(d for d in range(1, size + 1) if n % d == 0)
     if 2 * divisor >= size:
         return divisor  # chunks that tile the batch exactly: no padding
@@ -235,5 +244,5 @@ def backward_by_chunks(strides: tuple[int, ...], padding: Padding, chunk: int, x
 _patches_conv.defvjp(_patches_conv_forward, _patches_conv_backward)
 
 
-__all__ = ["PATCH_CHUNK_BYTES", "PATCH_WHOLE_BATCH_BYTES", "backward_by_chunks", "check_conv_shapes",
+__all__ = ["PATCH_CHUNK_BYTES", "PATCH_WHOLE_BATCH_BYTES", "backward_by_chunks", "check_conv_shapes", "chunk_examples",
            "convolve", "examples_per_chunk", "extract_patches", "merge_chunks", "to_chunks"]

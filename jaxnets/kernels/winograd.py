@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.kernels.conv import merge_chunks, to_chunks
+from jaxnets.kernels.conv import chunk_examples, merge_chunks, to_chunks
 from jaxnets.kernels.pooling import first_max_index
 from jaxnets.kernels.windows import Padding, explicit_padding
 
@@ -165,14 +165,8 @@ def examples_per_chunk(x: Array, c_out: int, padding: Padding) -> int:
     32
     """
     _, th, tw = _geometry(x, padding)
-    per_example = max(1, 16 * th * tw * (x.shape[-1] + c_out) * x.dtype.itemsize)
-    n = x.shape[0]
-    size = max(1, min(n, WINOGRAD_CHUNK_BYTES // per_example))
-    divisor = max(d for d in range(1, size + 1) if n % d == 0)
-    if 2 * divisor >= size:
-        return divisor  # chunks that tile the batch exactly: no padding
-    chunks = -(-n // size)
-    return -(-n // chunks)
+    return chunk_examples(x.shape[0], 16 * th * tw * (x.shape[-1] + c_out) * x.dtype.itemsize,
+                          whole_batch_bytes=WINOGRAD_CHUNK_BYTES, chunk_bytes=WINOGRAD_CHUNK_BYTES)
 
 
 def convolve_max_pool(x: Array, kernel: Array, padding: Padding = "SAME") -> Array:
