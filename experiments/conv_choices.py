@@ -160,7 +160,8 @@ def describe_settings(names: list[str]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {', '.join(SETTINGS)} (default: all)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS),
+                        help=f"of {', '.join(SETTINGS)} (default: all)")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per setting (default 3)")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of the round-robin (default 8)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "conv_choices")
