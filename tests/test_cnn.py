@@ -358,6 +358,35 @@ def test_winograd_float32_stays_within_float32_rounding_of_xla():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
 
 
+def _traced_shapes(jaxpr) -> set[tuple[int, ...]]:
+    """Shapes of every value a jaxpr computes, inside its sub-jaxprs (loops, custom rules) too."""
+    shapes = set()
+    for eqn in jaxpr.eqns:
+        shapes |= {tuple(v.aval.shape) for v in eqn.outvars}
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    shapes |= _traced_shapes(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    shapes |= _traced_shapes(sub)
+    return shapes
+
+
+def test_winograd_never_forms_the_full_resolution_convolution_output():
+    """The docs' promise: forward and backward work on pooled blocks and transformed tiles only."""
+    n, c_out = 4, 6
+    x, w = jnp.ones((n, 10, 12, 8)), jnp.ones((3, 3, 8, c_out))
+
+    def loss(a, b):
+        return fused.convolve_max_pool(a, b, 2, impl="patches").sum()
+
+    shapes = _traced_shapes(jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1)))(x, w).jaxpr)
+    assert (n, 5, 6, c_out) in shapes  # the pooled map
+    assert not {(n, 10, 12, c_out), (n * 10 * 12, c_out), (n, 5, 2, 6, 2, c_out)} & shapes
+    first_layer = jax.make_jaxpr(loss)(jnp.ones((n, 10, 12, 1)), jnp.ones((3, 3, 1, c_out)))
+    assert (n, 10, 12, c_out) in _traced_shapes(first_layer.jaxpr)  # the check can fail: patch products form it
+
+
 @pytest.mark.parametrize("kernel_shape, strides, window, expected", [
     ((3, 3, 8, 4), (1, 1), (2, 2), True),
     ((3, 3, winograd.WINOGRAD_MIN_CHANNELS - 1, 4), (1, 1), (2, 2), False),  # a first layer: patch products

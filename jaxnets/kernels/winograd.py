@@ -80,16 +80,16 @@ def _combine(matrix: np.ndarray, terms: Sequence[Array]) -> list[Array]:
     return rows
 
 
-def _geometry(x: Array, padding: Padding) -> tuple[tuple[tuple[int, int], ...], int, int]:
-    """(explicit pads, tile rows, tile columns): one tile per pooling window of the convolution output."""
-    pads = explicit_padding(x.shape[1:3], (3, 3), (1, 1), padding)
-    rows, cols = (x.shape[1 + d] + sum(pads[d]) - 2 for d in range(2))
+def _geometry(shape: Sequence[int], padding: Padding) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """For an input of ``shape`` (N, H, W, C): (explicit pads, tile rows, tile columns), a tile per pooling window."""
+    pads = explicit_padding(shape[1:3], (3, 3), (1, 1), padding)
+    rows, cols = (shape[1 + d] + sum(pads[d]) - 2 for d in range(2))
     return pads, rows // 2, cols // 2
 
 
 def _input_tiles(x: Array, padding: Padding) -> Array:
     """V = Bᵀ d B for every 4×4 input tile (stride 2): (16, N·tiles, C_in), ξ-major."""
-    pads, th, tw = _geometry(x, padding)
+    pads, th, tw = _geometry(x.shape, padding)
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     rows = [lax.slice_in_dim(xp, u, u + 2 * th - 1, 2, axis=1) for u in range(4)]
     tiles = []
@@ -112,7 +112,7 @@ def _output_blocks(m: Array) -> list[Array]:
 
 
 def _forward_chunk(x: Array, u: Array, padding: Padding) -> tuple[Array, Array]:
-    _, th, tw = _geometry(x, padding)
+    _, th, tw = _geometry(x.shape, padding)
     blocks = _output_blocks(jnp.einsum("xpi,xio->xpo", _input_tiles(x, padding), u))
     shape = (x.shape[0], th, tw, u.shape[-1])
     return functools.reduce(jnp.maximum, blocks).reshape(shape), first_max_index(blocks).reshape(shape)
@@ -131,8 +131,7 @@ def _output_gradient(dy: Array, index: Array) -> Array:
 def _input_gradient(dv: Array, x_shape: tuple[int, ...], padding: Padding) -> Array:
     """∂x from ∂V: each tile's B ∂V Bᵀ, added where tiles overlap (stride 2, size 4), padding cut off."""
     n, height, width, c = x_shape
-    pads = explicit_padding((height, width), (3, 3), (1, 1), padding)
-    th, tw = (height + sum(pads[0]) - 2) // 2, (width + sum(pads[1]) - 2) // 2
+    pads, th, tw = _geometry(x_shape, padding)
     dv = dv.reshape(4, 4, n, th, tw, c)
     halves = _combine(_B_T.T, [dv[xi] for xi in range(4)])            # over the tile row u
     tile = [_combine(_B_T.T, [half[nu] for nu in range(4)]) for half in halves]  # tile[u][v]
@@ -164,7 +163,7 @@ def examples_per_chunk(x: Array, c_out: int, padding: Padding) -> int:
     >>> examples_per_chunk(jnp.ones((256, 14, 14, 32), jnp.float32), 64, "SAME")
     32
     """
-    _, th, tw = _geometry(x, padding)
+    _, th, tw = _geometry(x.shape, padding)
     return chunk_examples(x.shape[0], 16 * th * tw * (x.shape[-1] + c_out) * x.dtype.itemsize,
                           whole_batch_bytes=WINOGRAD_CHUNK_BYTES, chunk_bytes=WINOGRAD_CHUNK_BYTES)
 
