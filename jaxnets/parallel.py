@@ -129,6 +129,14 @@ class Runner:
         """Sums as Python floats (``step_loss``: a list, one per step)."""
         return {key: _to_host(value) for key, value in jax.device_get(sums).items()}
 
+    def compiled_step_text(self, state, xs, ys, data_key) -> str:
+        """The compiled program of one training step (epoch 0's first), as XLA's HLO text.
+
+        For reading what a mode compiles to (its collectives, gathers, copies); nothing runs.
+        """
+        idx, mask = self._plan(self.put_data(data_key), self.put_data(np.int32(0)))
+        return self._step.lower(state, xs, ys, idx, mask, self.put_data(np.int32(0))).compile().as_text()
+
     # --- running ------------------------------------------------------------------------
     def run_epochs(self, state, xs, ys, data_key, first_epoch: int, num_epochs: int | None = None):
         """Epochs first_epoch .. first_epoch + num_epochs − 1; returns the new (placed) state

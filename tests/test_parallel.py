@@ -241,8 +241,7 @@ def test_one_all_reduce_in_the_sharded_step_too():
     state = runner.put_state(jn.create_state(MLP(hidden=(16,), output_dim=3), jn.optim.create("adam", 1e-2),
                                              data.x_train))
     xs, ys = runner.put_data(data.x_train), runner.put_data(data.y_train)
-    idx, mask = runner._plan(runner.put_data(jax.random.key(0)), runner.put_data(np.int32(0)))
-    text = runner._step.lower(state, xs, ys, idx, mask, runner.put_data(np.int32(0))).compile().as_text()
+    text = runner.compiled_step_text(state, xs, ys, jax.random.key(0))
     assert text.count(" all-reduce(") + text.count(" all-reduce-start(") == 1
 
 
