@@ -180,6 +180,24 @@ def test_a_bound_is_met_only_when_every_process_meets_it():
     assert lines[-1].startswith("Share of the CPUs used by other processes") and "cnn_step 1.0% / 0.0%" in lines[-1]
 
 
+def test_pytorch_fairness_over_several_sets_is_judged_on_every_round_pooled():
+    # Set 1's rounds: 1.0, 1.0, 1.0; set 2's: 0.85, 0.85, 1.0 (its own median 0.85, outside the band).
+    summary = {"torch_worker_per_round_steps_per_s_per_process": [[20.0, 10.0, 30.0], [17.0, 8.5, 30.0]],
+               "torch_standalone_per_round_steps_per_s_per_process": [[20.0, 10.0, 30.0], [20.0, 10.0, 30.0]]}
+    pooled = benchmarks.pooled_worker_vs_standalone(summary)
+    assert pooled == {"median": pytest.approx(1.0), "rounds": 6}  # 0.85, 0.85, 1, 1, 1, 1
+    result = _cnn_result([1.6, 1.7], [1.0, 0.85])
+    result["allocators"]["retained"]["torch_worker_vs_standalone_all_rounds"] = pooled
+    fair_row = next(line for line in benchmarks.table([result]).splitlines() if "standalone PyTorch" in line)
+    assert "over the 6 rounds of all sets) | 1 (each set's median: 1, 0.85) | 0.9 to 1.1 | yes |" in fair_row
+    summary["torch_worker_per_round_steps_per_s_per_process"] = [[17.0, 8.5, 30.0], [17.0, 8.5, 30.0]]
+    result["allocators"]["retained"]["torch_worker_vs_standalone_all_rounds"] = \
+        benchmarks.pooled_worker_vs_standalone(summary)  # 0.85 in 4 of the 6 rounds
+    fair_row = next(line for line in benchmarks.table([result]).splitlines() if "standalone PyTorch" in line)
+    assert fair_row.endswith("| 0.85 (each set's median: 1, 0.85) | 0.9 to 1.1 | no |")
+    assert benchmarks.pooled_worker_vs_standalone({}) is None  # without PyTorch: no row of this kind
+
+
 def test_a_busy_machine_is_reported(capsys):
     benchmarks.warn_if_busy("mlp_step", {"other_processes": 0.3, "steal": 0.0})
     assert "mlp_step: the machine was not quiet (other_processes used 30% of the CPUs)" in capsys.readouterr().err
