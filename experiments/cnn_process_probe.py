@@ -15,6 +15,9 @@ more the run counts as in the "slow cross-core" state. The table splits the runs
 - ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable;
 - ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``;
 - ``one_arena``: ``retained`` with ``MALLOC_ARENA_MAX=1`` (one glibc arena for every thread);
+- ``one_cpu``: ``retained`` with XLA's thread pool on one CPU (the process is kept to its first
+  CPU while JAX starts and while it runs; the cross-core measurement still uses both), to see
+  what the second CPU adds to jaxnets' step in each state;
 - ``pytorch``: PyTorch's step of the same CNN (``experiments.torch_baseline``) with freed
   memory retained, timed the same way, to see whether the slow state slows it too (JAX is
   imported for the cross-core measurement but never runs there). In the defaults when
@@ -38,16 +41,39 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "pytorch")
+VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu", "pytorch")
 DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
 
-def measure(retained: bool, small_chunks: bool, pytorch: bool = False) -> dict:
+def keep_to_one_cpu() -> Callable[[], float]:
+    """Start JAX's CPU client on this thread's first CPU (its thread pool is sized and placed from
+    the affinity it starts with); returns the cross-core measurement, taken on both CPUs."""
+    import jax
+
+    from jaxnets.profiling import cross_core_cost
+
+    both = os.sched_getaffinity(0)
+    one = {min(both)}
+    os.sched_setaffinity(0, one)  # 0: this thread; XLA's pool threads inherit it when created
+    jax.devices()
+
+    def measured_on_both() -> float:
+        os.sched_setaffinity(0, both)
+        try:
+            return cross_core_cost().ratio
+        finally:
+            os.sched_setaffinity(0, one)
+
+    return measured_on_both
+
+
+def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: bool = False) -> dict:
     """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from experiments.torch_baseline import RUNNERS, batch
@@ -59,6 +85,7 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False) -> dict:
         retain_freed_memory()
     if small_chunks:  # read when the step is traced
         conv.PATCH_CHUNK_BYTES = conv.PATCH_WHOLE_BATCH_BYTES = SMALL_CHUNK_BYTES
+    cross_core = keep_to_one_cpu() if one_cpu else lambda: cross_core_cost().ratio
     run = RUNNERS["cnn"](*batch("cnn"), CNN_STEPS) if pytorch else cnn_candidate("jaxnets_auto")[0]
     for _ in range(3):
         run()
@@ -67,7 +94,7 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False) -> dict:
         tick = time.perf_counter()
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
-        ratios.append(cross_core_cost().ratio)
+        ratios.append(cross_core())
     return {"steps_per_s": rates, "cross_core_ratio": ratios, **other_load(start, cpu_snapshot())}
 
 
@@ -85,6 +112,8 @@ def command(variant: str) -> tuple[list[str], dict]:
         argv.append("--small-chunks")
     if variant == "one_arena":
         env["MALLOC_ARENA_MAX"] = "1"
+    if variant == "one_cpu":
+        argv.append("--one-cpu")
     if variant == "pytorch":
         from experiments.benchmarks import torch_env
 
@@ -98,6 +127,8 @@ def available(variant: str) -> bool:
 
     if variant == "pytorch":
         return torch_available()
+    if variant == "one_cpu":  # needs two CPUs to keep one, and Linux's per-thread affinity
+        return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     return variant != "no_aslr" or shutil.which("setarch") is not None
 
 
@@ -176,10 +207,11 @@ def main(argv=None) -> int:
     parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--small-chunks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pytorch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--one-cpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(retained=not args.default_malloc, small_chunks=args.small_chunks,
-                                 pytorch=args.pytorch)))
+                                 pytorch=args.pytorch, one_cpu=args.one_cpu)))
         return 0
     if args.processes < 1:
         parser.error(f"--processes: got {args.processes}; allowed: an integer >= 1")

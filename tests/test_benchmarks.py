@@ -205,16 +205,44 @@ def test_a_busy_machine_is_reported(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "pytorch"])
+@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "one_cpu", "pytorch"])
 def test_each_probe_variant_changes_what_it_says(variant):
     from experiments import cnn_process_probe as probe
 
     argv, env = probe.command(variant)
     assert {"default": "--default-malloc" in argv, "no_aslr": argv[0] == "setarch" and "-R" in argv,
             "huge_pages": env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
-            "small_chunks": "--small-chunks" in argv,
+            "small_chunks": "--small-chunks" in argv, "one_cpu": "--one-cpu" in argv,
             # PyTorch keeps freed memory through glibc's environment thresholds, as in the benchmark
             "pytorch": "--pytorch" in argv and env == benchmarks.torch_env(retained=True)}[variant]
+
+
+_ONE_CPU_CHECK = """
+import os, json
+from experiments.cnn_process_probe import keep_to_one_cpu
+cross_core = keep_to_one_cpu()
+import jax.numpy as jnp
+x = jnp.ones((256, 256)); (x @ x).block_until_ready()
+pool = [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")
+        if open(f"/proc/self/task/{t}/comm").read().startswith("tf_XLAEigen")]
+ratio = cross_core()
+print(json.dumps({"pool": pool, "main": sorted(os.sched_getaffinity(0)), "ratio": ratio}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or not os.path.isdir("/proc/self/task"), reason="needs Linux and two CPUs")
+def test_the_one_cpu_probe_variant_gives_xla_one_thread_on_one_cpu_and_measures_on_two():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ONE_CPU_CHECK], cwd=benchmarks.ROOT, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    first = min(os.sched_getaffinity(0))
+    assert seen["pool"] and all(cpus == [first] for cpus in seen["pool"])  # XLA's threads: the first CPU only
+    assert seen["main"] == [first]    # kept there after the measurement on both CPUs
+    assert seen["ratio"] > 0
 
 
 def test_cross_core_cell_counts_the_slow_rounds():
