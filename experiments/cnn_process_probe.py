@@ -41,7 +41,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # only for the annotations: jaxnets (and JAX) load inside the measuring process
+    from jaxnets.profiling import CrossCore
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu", "pytorch")
@@ -51,7 +54,7 @@ SMALL_CHUNK_BYTES = 2**20
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
 
 
-def keep_to_one_cpu() -> Callable[[], float]:
+def keep_to_one_cpu() -> Callable[[], CrossCore]:
     """Start JAX's CPU client on this thread's first CPU (its thread pool is sized and placed from
     the affinity it starts with); returns the cross-core measurement, taken on both CPUs."""
     import jax
@@ -63,10 +66,10 @@ def keep_to_one_cpu() -> Callable[[], float]:
     os.sched_setaffinity(0, one)  # 0: this thread; XLA's pool threads inherit it when created
     jax.devices()
 
-    def measured_on_both() -> float:
+    def measured_on_both() -> CrossCore:
         os.sched_setaffinity(0, both)
         try:
-            return cross_core_cost().ratio
+            return cross_core_cost()
         finally:
             os.sched_setaffinity(0, one)
 
@@ -75,6 +78,7 @@ def keep_to_one_cpu() -> Callable[[], float]:
 
 def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: bool = False) -> dict:
     """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
+    on_one_cpu = keep_to_one_cpu() if one_cpu else None  # before anything can start JAX's client
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from experiments.torch_baseline import RUNNERS, batch
     from jaxnets.host_memory import retain_freed_memory
@@ -85,7 +89,7 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: 
         retain_freed_memory()
     if small_chunks:  # read when the step is traced
         conv.PATCH_CHUNK_BYTES = conv.PATCH_WHOLE_BATCH_BYTES = SMALL_CHUNK_BYTES
-    cross_core = keep_to_one_cpu() if one_cpu else lambda: cross_core_cost().ratio
+    cross_core = on_one_cpu or cross_core_cost
     run = RUNNERS["cnn"](*batch("cnn"), CNN_STEPS) if pytorch else cnn_candidate("jaxnets_auto")[0]
     for _ in range(3):
         run()
@@ -94,7 +98,7 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: 
         tick = time.perf_counter()
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
-        ratios.append(cross_core())
+        ratios.append(cross_core().ratio)
     return {"steps_per_s": rates, "cross_core_ratio": ratios, **other_load(start, cpu_snapshot())}
 
 
