@@ -860,7 +860,8 @@ def table(results: list[dict]) -> str:
                 lines.append(pooled_fairness_row(name, how, pooled, r["torch_worker_vs_standalone_spread"]))
             else:
                 row(f"{name}: PyTorch worker / standalone PyTorch script ({how})", r["torch_worker_vs_standalone"],
-                    TORCH_FAIR_BAND, spread=r.get("torch_worker_vs_standalone_spread"), goal_text="0.9 to 1.1")
+                    TORCH_FAIR_BAND, spread=r.get("torch_worker_vs_standalone_spread"),
+                    goal_text=f"{TORCH_FAIR_BAND[0]:g} to {TORCH_FAIR_BAND[1]:g}")
 
     for r in results:
         b = r["benchmark"]

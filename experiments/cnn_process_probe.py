@@ -59,10 +59,10 @@ def keep_to_one_cpu() -> Callable[[], CrossCore]:
     the affinity it starts with); returns the cross-core measurement, taken on both CPUs."""
     import jax
 
-    from jaxnets.profiling import cross_core_cost
+    from jaxnets.profiling import cross_core_cost, two_cpus
 
     both = os.sched_getaffinity(0)
-    one = {min(both)}
+    one = {two_cpus()[0]}  # the CPU the cross-core measurement starts on, too
     os.sched_setaffinity(0, one)  # 0: this thread; XLA's pool threads inherit it when created
     jax.devices()
 
