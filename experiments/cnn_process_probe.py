@@ -18,10 +18,15 @@ more the run counts as in the "slow cross-core" state. The table splits the runs
 - ``one_cpu``: ``retained`` with XLA's thread pool on one CPU (the process is kept to its first
   CPU while JAX starts and while it runs; the cross-core measurement still uses both), to see
   what the second CPU adds to jaxnets' step in each state;
+- ``one_cpu_huge_pages``: ``one_cpu`` with glibc's ``glibc.malloc.hugetlb=1`` tunable, to see
+  whether the slower of its two per-process speeds comes from address translation (TLB misses);
 - ``pytorch``: PyTorch's step of the same CNN (``experiments.torch_baseline``) with freed
   memory retained, timed the same way, to see whether the slow state slows it too (JAX is
   imported for the cross-core measurement but never runs there). In the defaults when
-  PyTorch is installed.
+  PyTorch is installed;
+- ``pytorch_one_thread``: ``pytorch`` with one thread (``torch.set_num_threads(1)``), to see
+  what PyTorch's second thread adds in each state, against what the second CPU adds to jaxnets
+  (``one_cpu``).
 
 The last four tested placement hypotheses for the slow runs (virtual addresses, TLB
 misses, cache-sized chunks, per-thread arenas); none removed them (docs/architectures/cnn.md).
@@ -47,7 +52,8 @@ if TYPE_CHECKING:  # only for the annotations: jaxnets (and JAX) load inside the
     from jaxnets.profiling import CrossCore
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu", "pytorch")
+VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu",
+            "one_cpu_huge_pages", "pytorch", "pytorch_one_thread")
 DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
@@ -76,9 +82,14 @@ def keep_to_one_cpu() -> Callable[[], CrossCore]:
     return measured_on_both
 
 
-def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: bool = False) -> dict:
+def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: bool = False,
+            torch_threads: int | None = None) -> dict:
     """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     on_one_cpu = keep_to_one_cpu() if one_cpu else None  # before anything can start JAX's client
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from experiments.torch_baseline import RUNNERS, batch
     from jaxnets.host_memory import retain_freed_memory
@@ -99,7 +110,12 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: 
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
         ratios.append(cross_core().ratio)
-    return {"steps_per_s": rates, "cross_core_ratio": ratios, **other_load(start, cpu_snapshot())}
+    threads = {}
+    if pytorch:
+        import torch
+
+        threads = {"torch_threads": torch.get_num_threads()}
+    return {"steps_per_s": rates, "cross_core_ratio": ratios, **threads, **other_load(start, cpu_snapshot())}
 
 
 def command(variant: str) -> tuple[list[str], dict]:
@@ -110,28 +126,30 @@ def command(variant: str) -> tuple[list[str], dict]:
         argv.append("--default-malloc")
     if variant == "no_aslr":
         argv = ["setarch", os.uname().machine, "-R", *argv]
-    if variant == "huge_pages":
+    if variant in ("huge_pages", "one_cpu_huge_pages"):
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     if variant == "small_chunks":
         argv.append("--small-chunks")
     if variant == "one_arena":
         env["MALLOC_ARENA_MAX"] = "1"
-    if variant == "one_cpu":
+    if variant in ("one_cpu", "one_cpu_huge_pages"):
         argv.append("--one-cpu")
-    if variant == "pytorch":
+    if variant in ("pytorch", "pytorch_one_thread"):
         from experiments.benchmarks import torch_env
 
         argv.append("--pytorch")
         env = torch_env(retained=True)
+    if variant == "pytorch_one_thread":
+        argv += ["--torch-threads", "1"]
     return argv, env
 
 
 def available(variant: str) -> bool:
     from experiments.benchmarks import torch_available
 
-    if variant == "pytorch":
+    if variant in ("pytorch", "pytorch_one_thread"):
         return torch_available()
-    if variant == "one_cpu":  # needs two CPUs to keep one, and Linux's per-thread affinity
+    if variant in ("one_cpu", "one_cpu_huge_pages"):  # needs two CPUs to keep one, and Linux's per-thread affinity
         return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     return variant != "no_aslr" or shutil.which("setarch") is not None
 
@@ -212,10 +230,11 @@ def main(argv=None) -> int:
     parser.add_argument("--small-chunks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pytorch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one-cpu", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(retained=not args.default_malloc, small_chunks=args.small_chunks,
-                                 pytorch=args.pytorch, one_cpu=args.one_cpu)))
+                                 pytorch=args.pytorch, one_cpu=args.one_cpu, torch_threads=args.torch_threads)))
         return 0
     if args.processes < 1:
         parser.error(f"--processes: got {args.processes}; allowed: an integer >= 1")

@@ -4,6 +4,7 @@
     python -m experiments.cnn_profile --impl xla --top 15
     python -m experiments.cnn_profile --update-docs      # the table into docs/architectures/cnn.md
     python -m experiments.cnn_profile --docs-from DIR    # an earlier run's table (DIR: its --out) instead
+    python -m experiments.cnn_profile --by-state --steps 5 --update-docs   # normal against slow cross-core state
 
 Builds the step that ``python -m experiments.benchmarks`` times (``jaxnets_cnn``), keeps
 freed memory as the benchmark does, warms it up, times ``--steps`` steps, then traces as
@@ -17,6 +18,14 @@ not run) return before they finish, so the trace shows part of their time and th
 lands in whatever waits for them; a while loop's own entry is left out (its body's
 operations are counted one by one); and tracing slows the step (the table gives the step's
 time with and without it).
+
+``--by-state`` traces the same step once while the machine is in its normal cross-core state
+and once while it is in the slow one (``jaxnets.profiling.cross_core_cost``, measured before
+and after each trace; a trace during which the state changed is dropped), in one process,
+waiting up to ``--wait`` seconds, and lists the operations whose time grew most. It also
+gives the share of operations that ran on another thread than the one started before them:
+XLA's CPU runtime hands each operation to whichever thread of its pool is free, so a chain of
+operations moves between the CPUs.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 
@@ -89,20 +99,35 @@ def recorded_times(trace_file: Path, names: set[str]) -> dict[str, tuple[float, 
     return {name: (total, int(count)) for name, (total, count) in totals.items()}
 
 
-def profile(impl: str = "auto", steps: int = 10) -> dict:
-    """Time ``steps`` steps, trace as many, and group the traced time by operation (``describe``)."""
+def thread_switches(trace_file: Path, names: set[str]) -> float:
+    """The share of operations in ``names`` that ran on another thread than the operation that started before them.
+
+    XLA's CPU runtime hands each operation to a thread of its pool when its inputs are ready,
+    so consecutive operations may run on different CPUs: their data then moves between caches.
+    """
+    with gzip.open(trace_file, "rt") as handle:
+        trace = json.load(handle)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    ops = sorted((float(e.get("ts", 0.0)), e.get("tid")) for e in events
+                 if e.get("ph") == "X" and e.get("name") in names and not e["name"].startswith("while"))
+    if len(ops) < 2:
+        return 0.0
+    return sum(a[1] != b[1] for a, b in zip(ops, ops[1:])) / (len(ops) - 1)
+
+
+def warmed_step(impl: str) -> tuple[Callable, Any, dict, dict[str, str]]:
+    """The benchmark's jaxnets step with ``conv_impl=impl``, compiled and run 3 times: (step, state, batch, op metadata)."""
     step_fn, state, batch = jaxnets_cnn(impl)
     step = jax.jit(step_fn, donate_argnums=0)
     metadata = op_metadata(step.lower(state, batch).compile().as_text())
     for _ in range(3):
         state, _ = step(state, batch)
     jax.block_until_ready(state)
-    tick = time.perf_counter()
-    for _ in range(steps):
-        state, _ = step(state, batch)
-    jax.block_until_ready(state)
-    untraced_ms = 1e3 * (time.perf_counter() - tick) / steps
-    cross_before = cross_core_cost().ratio
+    return step, state, batch, metadata
+
+
+def traced_steps(step: Callable, state: Any, batch: dict, steps: int, names: set[str]) -> tuple[Any, dict]:
+    """Run ``steps`` steps under ``jax.profiler.trace``: (new state, {"traced_ms_per_step", "times", "thread_switches"})."""
     with tempfile.TemporaryDirectory() as folder:
         tick = time.perf_counter()
         with jax.profiler.trace(folder, create_perfetto_trace=True):
@@ -113,18 +138,69 @@ def profile(impl: str = "auto", steps: int = 10) -> dict:
         files = sorted(Path(folder).glob("**/*.trace.json.gz"))
         if not files:
             raise RuntimeError(f"jax.profiler.trace wrote no *.trace.json.gz under {folder}")
-        times = recorded_times(files[0], set(metadata))
+        return state, {"traced_ms_per_step": traced_ms, "times": recorded_times(files[0], names),
+                       "thread_switches": thread_switches(files[0], names)}
+
+
+def profile(impl: str = "auto", steps: int = 10) -> dict:
+    """Time ``steps`` steps, trace as many, and group the traced time by operation (``describe``)."""
+    step, state, batch, metadata = warmed_step(impl)
+    tick = time.perf_counter()
+    for _ in range(steps):
+        state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    untraced_ms = 1e3 * (time.perf_counter() - tick) / steps
+    cross_before = cross_core_cost().ratio
+    state, traced = traced_steps(step, state, batch, steps, set(metadata))
     cross_after = cross_core_cost().ratio
     rows = []
-    for name, (total_us, count) in times.items():
+    for name, (total_us, count) in traced["times"].items():
         layer, direction, primitive = describe(metadata[name])
         rows.append({"operation": name, "layer": layer, "pass": direction, "primitive": primitive,
                      "ms_per_step": total_us / 1e3 / steps, "calls_per_step": count / steps,
                      "asynchronous": name.startswith("dot")})
     rows.sort(key=lambda row: -row["ms_per_step"])
-    return {"impl": impl, "steps": steps, "untraced_ms_per_step": untraced_ms, "traced_ms_per_step": traced_ms,
+    return {"impl": impl, "steps": steps, "untraced_ms_per_step": untraced_ms,
+            "traced_ms_per_step": traced["traced_ms_per_step"],
             "recorded_ms_per_step": sum(row["ms_per_step"] for row in rows), "operations": rows,
             "cross_core_ratio_before_after": [cross_before, cross_after],
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "jax": jax.__version__}
+
+
+def cross_core_state(before: float, after: float) -> str | None:
+    """"slow" or "normal" when the cross-core ratios before and after a trace agree, else None (it changed)."""
+    slow = [ratio >= SLOW_CROSS_CORE_RATIO for ratio in (before, after)]
+    return ("slow" if slow[0] else "normal") if slow[0] == slow[1] else None
+
+
+def profile_by_state(impl: str = "auto", steps: int = 5, wait_s: float = 600.0,
+                     measure: Callable[[], float] | None = None) -> dict:
+    """Trace ``steps`` steps once in each cross-core state, in one process, waiting up to ``wait_s`` for each.
+
+    A trace counts for a state when the cross-core ratio (``measure``, by default
+    ``cross_core_cost().ratio``) is in that state both before and after it. Returns per state
+    the ratios, the traced time and each operation's recorded ms per step; a state the machine
+    did not enter within ``wait_s`` is missing.
+    """
+    measure = measure or (lambda: cross_core_cost().ratio)
+    step, state, batch, metadata = warmed_step(impl)
+    states: dict[str, dict] = {}
+    start = time.monotonic()
+    while len(states) < 2 and time.monotonic() - start < wait_s:
+        before = measure()
+        state, traced = traced_steps(step, state, batch, steps, set(metadata))
+        after = measure()
+        kind = cross_core_state(before, after)
+        if kind is None or kind in states:
+            time.sleep(1.0)  # let the machine move on; a state already traced is not traced again
+            continue
+        states[kind] = {"cross_core_ratio_before_after": [before, after],
+                        "traced_ms_per_step": traced["traced_ms_per_step"],
+                        "thread_switches": traced["thread_switches"],
+                        "ms_per_step": {name: total_us / 1e3 / steps for name, (total_us, _) in traced["times"].items()},
+                        "minutes_after_start": (time.monotonic() - start) / 60}
+    return {"impl": impl, "steps": steps, "wait_s": wait_s, "states": states,
+            "operations": {name: list(describe(metadata[name])) for name in metadata},
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "jax": jax.__version__}
 
 
@@ -156,38 +232,93 @@ def table(result: dict, top: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
+def state_table(result: dict, top: int = 12) -> str:
+    """Markdown: the same operations traced in the normal and in the slow cross-core state, largest increase first."""
+    states = result["states"]
+    missing = [kind for kind in ("normal", "slow") if kind not in states]
+    if missing:
+        return (f"The machine was not in the {' nor the '.join(missing)} cross-core state within "
+                f"{result['wait_s']:g} s: nothing to compare.\n")
+    normal, slow = states["normal"]["ms_per_step"], states["slow"]["ms_per_step"]
+
+    def total(kind: str, products: bool) -> float:
+        times = states[kind]["ms_per_step"]
+        return sum(ms for name, ms in times.items() if (result["operations"][name][2] == "dot_general") == products)
+
+    def ratios(kind: str) -> str:
+        return " and ".join(f"{r:.2f}" for r in states[kind]["cross_core_ratio_before_after"])
+
+    lines = [f"Step of the benchmark CNN with `conv_impl=\"{result['impl']}\"`, {result['steps']} steps traced in "
+             f"each state in one process: normal (cross-core ratio {ratios('normal')} before and after) and slow "
+             f"({ratios('slow')}; the slow state starts at {SLOW_CROSS_CORE_RATIO:g}).", "",
+             "| | normal state | slow state |", "|---|---|---|",
+             f"| traced step, ms | {states['normal']['traced_ms_per_step']:.1f} | {states['slow']['traced_ms_per_step']:.1f} |",
+             f"| recorded: matrix products, ms per step | {total('normal', True):.1f} | {total('slow', True):.1f} |",
+             f"| recorded: all other operations, ms per step | {total('normal', False):.1f} | {total('slow', False):.1f} |",
+             f"| operations run on another thread than the one started before them | "
+             f"{states['normal']['thread_switches']:.0%} | {states['slow']['thread_switches']:.0%} |", "",
+             "| operation | layer | pass | primitive | normal: ms per step | slow: ms per step | slow / normal |",
+             "|---|---|---|---|---|---|---|"]
+    for name in sorted(slow, key=lambda n: -(slow[n] - normal.get(n, 0.0)))[:top]:
+        layer, direction, primitive = result["operations"][name]
+        before = normal.get(name, 0.0)
+        change = f"{slow[name] / before:.2f}" if before else "-"
+        lines.append(f"| `{name}` | {layer} | {direction or '-'} | {primitive} | {before:.2f} | {slow[name]:.2f} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default="auto", choices=CONV_IMPLS)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "cnn_profile")
+    parser.add_argument("--by-state", action="store_true",
+                        help="trace once in each cross-core state (waiting up to --wait seconds) and compare")
+    parser.add_argument("--wait", type=float, default=600.0, help="with --by-state: seconds to wait for the states")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default results/cnn_profile, or results/cnn_profile_by_state)")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/architectures/cnn.md")
     parser.add_argument("--docs-from", type=Path, default=None, metavar="DIR",
                         help="measure nothing: write the table of an earlier run (its --out) into the docs")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 1:
         parser.error(f"--steps, --top: got {args.steps}, {args.top}; allowed: integers >= 1")
+    if not args.wait > 0:
+        parser.error(f"--wait: got {args.wait:g}; allowed: seconds > 0")
     if args.docs_from is not None:
         if not (args.docs_from / "results.json").is_file():
             parser.error(f"--docs-from: got {str(args.docs_from)!r}; allowed: the --out folder of an earlier run")
         update_docs(json.loads((args.docs_from / "results.json").read_text()), args.top)
         return 0
+    out = args.out or ROOT / "results" / ("cnn_profile_by_state" if args.by_state else "cnn_profile")
     retain_freed_memory()  # as the benchmark and the CLI
-    result = profile(args.impl, args.steps)
-    atomic_write_json(args.out / "results.json", result)
-    atomic_write_text(args.out / "table.md", table(result, args.top))
-    print(table(result, args.top))
+    if args.by_state:
+        result = profile_by_state(args.impl, args.steps, args.wait)
+        text = state_table(result, args.top)
+    else:
+        result = profile(args.impl, args.steps)
+        text = table(result, args.top)
+    atomic_write_json(out / "results.json", result)
+    atomic_write_text(out / "table.md", text)
+    print(text)
     if args.update_docs:
         update_docs(result, args.top)
     return 0
 
 
 def update_docs(result: dict, top: int) -> None:
-    """Write a run's table into docs/architectures/cnn.md between the ``cnn-profile`` markers."""
-    head = (f"Generated by `python -m experiments.cnn_profile` on {result['date']} (JAX {result['jax']}, "
-            f"{result['steps']} traced steps, freed memory retained):\n\n")
-    replace_marked_block(DOCS_PAGE, "cnn-profile", head + table(result, top))
+    """Write a run's table into docs/architectures/cnn.md: ``cnn-profile``, or ``state-profile`` for a --by-state run."""
+    if "states" in result:
+        if len(result["states"]) < 2:
+            print("docs not updated: the run did not trace both cross-core states")
+            return
+        head = (f"Generated by `python -m experiments.cnn_profile --by-state` on {result['date']} "
+                f"(JAX {result['jax']}, freed memory retained):\n\n")
+        replace_marked_block(DOCS_PAGE, "state-profile", head + state_table(result, top))
+    else:
+        head = (f"Generated by `python -m experiments.cnn_profile` on {result['date']} (JAX {result['jax']}, "
+                f"{result['steps']} traced steps, freed memory retained):\n\n")
+        replace_marked_block(DOCS_PAGE, "cnn-profile", head + table(result, top))
     print(f"updated {DOCS_PAGE.relative_to(ROOT)}")
 
 

@@ -205,7 +205,8 @@ def test_a_busy_machine_is_reported(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "one_cpu", "pytorch"])
+@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "one_cpu", "one_cpu_huge_pages",
+                                     "pytorch", "pytorch_one_thread"])
 def test_each_probe_variant_changes_what_it_says(variant):
     from experiments import cnn_process_probe as probe
 
@@ -213,8 +214,12 @@ def test_each_probe_variant_changes_what_it_says(variant):
     assert {"default": "--default-malloc" in argv, "no_aslr": argv[0] == "setarch" and "-R" in argv,
             "huge_pages": env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
             "small_chunks": "--small-chunks" in argv, "one_cpu": "--one-cpu" in argv,
+            "one_cpu_huge_pages": "--one-cpu" in argv and env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
             # PyTorch keeps freed memory through glibc's environment thresholds, as in the benchmark
-            "pytorch": "--pytorch" in argv and env == benchmarks.torch_env(retained=True)}[variant]
+            "pytorch": "--pytorch" in argv and env == benchmarks.torch_env(retained=True)
+            and "--torch-threads" not in argv,
+            "pytorch_one_thread": "--pytorch" in argv and argv[-2:] == ["--torch-threads", "1"]
+            and env == benchmarks.torch_env(retained=True)}[variant]
 
 
 _ONE_CPU_CHECK = """

@@ -56,3 +56,56 @@ def test_docs_from_refuses_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cnn_profile.main(["--docs-from", str(tmp_path)])
     assert exit_.value.code == 2 and "--docs-from: got" in capsys.readouterr().err
+
+
+def test_a_trace_counts_for_a_state_only_when_the_ratio_before_and_after_agree():
+    slow = cnn_profile.SLOW_CROSS_CORE_RATIO
+    assert cnn_profile.cross_core_state(1.0, 1.1) == "normal"
+    assert cnn_profile.cross_core_state(slow, slow + 1) == "slow"
+    assert cnn_profile.cross_core_state(1.0, slow) is None and cnn_profile.cross_core_state(slow, 1.0) is None
+
+
+def test_thread_switches_counts_operations_that_start_on_another_thread_than_the_one_before(tmp_path):
+    events = [{"ph": "X", "name": "ynn_fusion.1", "ts": 0, "tid": 1}, {"ph": "X", "name": "add.3", "ts": 5, "tid": 2},
+              {"ph": "X", "name": "while.8", "ts": 6, "tid": 1}, {"ph": "X", "name": "add.3", "ts": 7, "tid": 2},
+              {"ph": "X", "name": "ynn_fusion.1", "ts": 9, "tid": 1}, {"ph": "X", "name": "other", "ts": 10, "tid": 2}]
+    trace = tmp_path / "host.trace.json.gz"
+    with gzip.open(trace, "wt") as handle:
+        json.dump({"traceEvents": events}, handle)
+    # ynn(1) -> add(2) -> add(2) -> ynn(1): two of three successions change thread; while and unknown names ignored
+    assert cnn_profile.thread_switches(trace, set(cnn_profile.op_metadata(HLO))) == pytest.approx(2 / 3)
+
+
+def test_profile_by_state_keeps_one_trace_per_state_and_drops_one_during_which_the_state_changed(tmp_path, monkeypatch):
+    slow = cnn_profile.SLOW_CROSS_CORE_RATIO + 1
+    ratios = iter([1.0, 1.05, 1.0, slow, slow, slow])  # normal; changed (dropped); slow
+    result = cnn_profile.profile_by_state("auto", steps=1, wait_s=300, measure=lambda: next(ratios))
+    assert set(result["states"]) == {"normal", "slow"}
+    assert result["states"]["normal"]["cross_core_ratio_before_after"] == [1.0, 1.05]
+    assert result["states"]["slow"]["cross_core_ratio_before_after"] == [slow, slow]
+    text = cnn_profile.state_table(result, top=4)
+    assert text.count("\n| `") == 4 and "| traced step, ms |" in text and "| conv_" in text
+    page = tmp_path / "cnn.md"
+    page.write_text("x\n<!-- state-profile:start -->\nold\n<!-- state-profile:end -->\n")
+    monkeypatch.setattr(cnn_profile, "DOCS_PAGE", page)
+    monkeypatch.setattr(cnn_profile, "ROOT", tmp_path)
+    cnn_profile.update_docs(result, top=4)
+    assert "--by-state" in page.read_text() and "old" not in page.read_text()
+
+
+def test_a_by_state_run_that_missed_a_state_says_so_and_leaves_the_docs_alone(tmp_path, monkeypatch, capsys):
+    result = {"impl": "auto", "steps": 1, "wait_s": 5.0, "operations": {}, "date": "d", "jax": "j",
+              "states": {"normal": {"ms_per_step": {}}}}
+    assert cnn_profile.state_table(result) == ("The machine was not in the slow cross-core state within 5 s: "
+                                               "nothing to compare.\n")
+    page = tmp_path / "cnn.md"
+    page.write_text("<!-- state-profile:start -->\nold\n<!-- state-profile:end -->\n")
+    monkeypatch.setattr(cnn_profile, "DOCS_PAGE", page)
+    cnn_profile.update_docs(result, top=4)
+    assert "old" in page.read_text() and "docs not updated" in capsys.readouterr().out
+
+
+def test_the_command_line_refuses_a_wait_that_is_not_positive(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cnn_profile.main(["--by-state", "--wait", "0"])
+    assert exit_.value.code == 2 and "--wait: got 0; allowed: seconds > 0" in capsys.readouterr().err
