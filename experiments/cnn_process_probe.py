@@ -28,8 +28,9 @@ more the run counts as in the "slow cross-core" state. The table splits the runs
   what PyTorch's second thread adds in each state, against what the second CPU adds to jaxnets
   (``one_cpu``).
 
-The last four tested placement hypotheses for the slow runs (virtual addresses, TLB
-misses, cache-sized chunks, per-thread arenas); none removed them (docs/architectures/cnn.md).
+``no_aslr``, ``huge_pages``, ``small_chunks`` and ``one_arena`` tested placement hypotheses for
+the slow runs (virtual addresses, TLB misses, cache-sized chunks, per-thread arenas); none
+removed them (docs/architectures/cnn.md).
 
 Writes ``results/cnn_process_probe/results.json`` and ``table.md``; ``--update-docs`` puts the
 table into docs/architectures/cnn.md; ``--publish DIR`` writes an earlier run's table there

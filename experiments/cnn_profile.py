@@ -24,8 +24,8 @@ and once while it is in the slow one (``jaxnets.profiling.cross_core_cost``, mea
 and after each trace; a trace during which the state changed is dropped), in one process,
 waiting up to ``--wait`` seconds, and lists the operations whose time grew most. It also
 gives the share of operations that ran on another thread than the one started before them:
-XLA's CPU runtime hands each operation to whichever thread of its pool is free, so a chain of
-operations moves between the CPUs.
+the traces show XLA's CPU runtime running consecutive operations on either thread of its pool,
+so a chain of operations moves between the CPUs.
 """
 from __future__ import annotations
 
@@ -102,8 +102,8 @@ def recorded_times(trace_file: Path, names: set[str]) -> dict[str, tuple[float, 
 def thread_switches(trace_file: Path, names: set[str]) -> float:
     """The share of operations in ``names`` that ran on another thread than the operation that started before them.
 
-    XLA's CPU runtime hands each operation to a thread of its pool when its inputs are ready,
-    so consecutive operations may run on different CPUs: their data then moves between caches.
+    When consecutive operations run on different threads (so, unpinned, often on different
+    CPUs), their data moves between the CPUs' caches.
     """
     with gzip.open(trace_file, "rt") as handle:
         trace = json.load(handle)
@@ -175,7 +175,7 @@ def cross_core_state(before: float, after: float) -> str | None:
 
 def profile_by_state(impl: str = "auto", steps: int = 5, wait_s: float = 600.0,
                      measure: Callable[[], float] | None = None) -> dict:
-    """Trace ``steps`` steps once in each cross-core state, in one process, waiting up to ``wait_s`` for each.
+    """Trace ``steps`` steps once in each cross-core state, in one process, waiting up to ``wait_s`` in all.
 
     A trace counts for a state when the cross-core ratio (``measure``, by default
     ``cross_core_cost().ratio``) is in that state both before and after it. Returns per state
@@ -274,7 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--by-state", action="store_true",
                         help="trace once in each cross-core state (waiting up to --wait seconds) and compare")
-    parser.add_argument("--wait", type=float, default=600.0, help="with --by-state: seconds to wait for the states")
+    parser.add_argument("--wait", type=float, default=None,
+                        help="with --by-state: seconds to wait for the two states in all (default 600)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default results/cnn_profile, or results/cnn_profile_by_state)")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/architectures/cnn.md")
@@ -283,8 +284,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 1:
         parser.error(f"--steps, --top: got {args.steps}, {args.top}; allowed: integers >= 1")
-    if not args.wait > 0:
-        parser.error(f"--wait: got {args.wait:g}; allowed: seconds > 0")
+    if args.wait is not None and not args.by_state:
+        parser.error(f"--wait: got {args.wait:g} without --by-state; allowed: only with --by-state")
+    wait = 600.0 if args.wait is None else args.wait
+    if not wait > 0:
+        parser.error(f"--wait: got {wait:g}; allowed: seconds > 0")
     if args.docs_from is not None:
         if not (args.docs_from / "results.json").is_file():
             parser.error(f"--docs-from: got {str(args.docs_from)!r}; allowed: the --out folder of an earlier run")
@@ -293,7 +297,7 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "results" / ("cnn_profile_by_state" if args.by_state else "cnn_profile")
     retain_freed_memory()  # as the benchmark and the CLI
     if args.by_state:
-        result = profile_by_state(args.impl, args.steps, args.wait)
+        result = profile_by_state(args.impl, args.steps, wait)
         text = state_table(result, args.top)
     else:
         result = profile(args.impl, args.steps)

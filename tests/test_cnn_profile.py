@@ -105,7 +105,11 @@ def test_a_by_state_run_that_missed_a_state_says_so_and_leaves_the_docs_alone(tm
     assert "old" in page.read_text() and "docs not updated" in capsys.readouterr().out
 
 
-def test_the_command_line_refuses_a_wait_that_is_not_positive(capsys):
+def test_the_command_line_refuses_a_wait_that_is_not_positive_or_comes_without_by_state(capsys):
     with pytest.raises(SystemExit) as exit_:
         cnn_profile.main(["--by-state", "--wait", "0"])
     assert exit_.value.code == 2 and "--wait: got 0; allowed: seconds > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cnn_profile.main(["--wait", "60"])
+    assert exit_.value.code == 2 and "--wait: got 60 without --by-state; allowed: only with --by-state" \
+        in capsys.readouterr().err
