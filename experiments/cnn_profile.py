@@ -82,34 +82,33 @@ def describe(op_name: str) -> tuple[str, str, str]:
     return (inside[0] if inside else "between layers"), direction, primitive
 
 
-def recorded_times(trace_file: Path, names: set[str]) -> dict[str, tuple[float, int]]:
-    """Per operation in ``names``: total microseconds the trace records for it, and how many times it ran.
+def operation_events(trace_file: Path, names: set[str]) -> list[dict]:
+    """The trace's complete events ("X") of the operations in ``names``, while loops left out.
 
-    While loops are left out: their entry spans their body's operations, which count themselves.
+    A while loop's entry spans its body's operations, which count themselves.
     """
     with gzip.open(trace_file, "rt") as handle:
         trace = json.load(handle)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    return [e for e in events if e.get("ph") == "X" and e.get("name") in names and not e["name"].startswith("while")]
+
+
+def recorded_times(events: list[dict]) -> dict[str, tuple[float, int]]:
+    """Per operation of ``operation_events``: total microseconds the trace records for it, and how many times it ran."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for event in events:
-        name = event.get("name")
-        if event.get("ph") == "X" and name in names and not name.startswith("while"):
-            totals[name][0] += float(event.get("dur", 0.0))
-            totals[name][1] += 1
+        totals[event["name"]][0] += float(event.get("dur", 0.0))
+        totals[event["name"]][1] += 1
     return {name: (total, int(count)) for name, (total, count) in totals.items()}
 
 
-def thread_switches(trace_file: Path, names: set[str]) -> float:
-    """The share of operations in ``names`` that ran on another thread than the operation that started before them.
+def thread_switches(events: list[dict]) -> float:
+    """The share of ``operation_events`` that ran on another thread than the operation that started before them.
 
     When consecutive operations run on different threads (so, unpinned, often on different
     CPUs), their data moves between the CPUs' caches.
     """
-    with gzip.open(trace_file, "rt") as handle:
-        trace = json.load(handle)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    ops = sorted((float(e.get("ts", 0.0)), e.get("tid")) for e in events
-                 if e.get("ph") == "X" and e.get("name") in names and not e["name"].startswith("while"))
+    ops = sorted((float(e.get("ts", 0.0)), e.get("tid")) for e in events)
     if len(ops) < 2:
         return 0.0
     return sum(a[1] != b[1] for a, b in zip(ops, ops[1:])) / (len(ops) - 1)
@@ -138,8 +137,9 @@ def traced_steps(step: Callable, state: Any, batch: dict, steps: int, names: set
         files = sorted(Path(folder).glob("**/*.trace.json.gz"))
         if not files:
             raise RuntimeError(f"jax.profiler.trace wrote no *.trace.json.gz under {folder}")
-        return state, {"traced_ms_per_step": traced_ms, "times": recorded_times(files[0], names),
-                       "thread_switches": thread_switches(files[0], names)}
+        events = operation_events(files[0], names)  # the trace is read once for both
+        return state, {"traced_ms_per_step": traced_ms, "times": recorded_times(events),
+                       "thread_switches": thread_switches(events)}
 
 
 def profile(impl: str = "auto", steps: int = 10) -> dict:
@@ -188,12 +188,14 @@ def profile_by_state(impl: str = "auto", steps: int = 5, wait_s: float = 600.0,
     start = time.monotonic()
     while len(states) < 2 and time.monotonic() - start < wait_s:
         before = measure()
+        if cross_core_state(before, before) in states:
+            time.sleep(1.0)  # a state already traced is not traced again: wait for the other one
+            continue
         state, traced = traced_steps(step, state, batch, steps, set(metadata))
         after = measure()
         kind = cross_core_state(before, after)
-        if kind is None or kind in states:
-            time.sleep(1.0)  # let the machine move on; a state already traced is not traced again
-            continue
+        if kind is None:
+            continue  # the state changed during the trace
         states[kind] = {"cross_core_ratio_before_after": [before, after],
                         "traced_ms_per_step": traced["traced_ms_per_step"],
                         "thread_switches": traced["thread_switches"],

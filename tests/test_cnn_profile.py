@@ -32,7 +32,7 @@ def test_trace_times_add_up_per_operation_without_counting_while_loops_twice(tmp
     with gzip.open(trace, "wt") as handle:
         json.dump({"traceEvents": events}, handle)
     names = set(cnn_profile.op_metadata(HLO))
-    assert cnn_profile.recorded_times(trace, names) == {"ynn_fusion.1": (150.0, 2)}
+    assert cnn_profile.recorded_times(cnn_profile.operation_events(trace, names)) == {"ynn_fusion.1": (150.0, 2)}
 
 
 def test_a_profile_of_the_benchmark_step_names_both_passes_of_both_convolutions(tmp_path):
@@ -73,12 +73,14 @@ def test_thread_switches_counts_operations_that_start_on_another_thread_than_the
     with gzip.open(trace, "wt") as handle:
         json.dump({"traceEvents": events}, handle)
     # ynn(1) -> add(2) -> add(2) -> ynn(1): two of three successions change thread; while and unknown names ignored
-    assert cnn_profile.thread_switches(trace, set(cnn_profile.op_metadata(HLO))) == pytest.approx(2 / 3)
+    events = cnn_profile.operation_events(trace, set(cnn_profile.op_metadata(HLO)))
+    assert cnn_profile.thread_switches(events) == pytest.approx(2 / 3)
 
 
 def test_profile_by_state_keeps_one_trace_per_state_and_drops_one_during_which_the_state_changed(tmp_path, monkeypatch):
     slow = cnn_profile.SLOW_CROSS_CORE_RATIO + 1
-    ratios = iter([1.0, 1.05, 1.0, slow, slow, slow])  # normal; changed (dropped); slow
+    # normal; changed during the trace (dropped); normal again (not traced); slow
+    ratios = iter([1.0, 1.05, slow, 1.0, 1.0, slow, slow])
     result = cnn_profile.profile_by_state("auto", steps=1, wait_s=300, measure=lambda: next(ratios))
     assert set(result["states"]) == {"normal", "slow"}
     assert result["states"]["normal"]["cross_core_ratio_before_after"] == [1.0, 1.05]
