@@ -11,6 +11,9 @@ more the run counts as in the "slow cross-core" state. The table splits the runs
 
 - ``retained``: ``retain_freed_memory()`` as the benchmark and the CLI call it;
 - ``default``: glibc's default allocator settings (what a script that never calls it gets);
+- ``default_huge_pages``: ``default`` with glibc's ``glibc.malloc.hugetlb=1`` tunable (transparent
+  huge pages for malloc's memory), to see what a script that never calls ``retain_freed_memory``
+  gets from starting Python with that setting;
 - ``no_aslr``: ``retained`` with address-space randomization off (``setarch -R``);
 - ``huge_pages``: ``retained`` with glibc's ``glibc.malloc.hugetlb=1`` tunable;
 - ``small_chunks``: ``retained`` with 1 MiB patch chunks instead of ``PATCH_CHUNK_BYTES``;
@@ -53,7 +56,7 @@ if TYPE_CHECKING:  # only for the annotations: jaxnets (and JAX) load inside the
     from jaxnets.profiling import CrossCore
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu",
+VARIANTS = ("retained", "default", "default_huge_pages", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu",
             "one_cpu_huge_pages", "pytorch", "pytorch_one_thread")
 DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
@@ -83,14 +86,20 @@ def keep_to_one_cpu() -> Callable[[], CrossCore]:
     return measured_on_both
 
 
+def set_torch_threads(threads: int | None) -> int:
+    """Give PyTorch ``threads`` intra-op threads (None: its own default); returns the number it uses."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: bool = False,
             torch_threads: int | None = None) -> dict:
     """In this process: each of ``RUNS`` timed runs' steps/s and the cross-core ratio right after it."""
     on_one_cpu = keep_to_one_cpu() if one_cpu else None  # before anything can start JAX's client
-    if torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(torch_threads)
+    torch_threads = set_torch_threads(torch_threads) if pytorch else None
     from experiments.benchmarks import CNN_STEPS, cnn_candidate
     from experiments.torch_baseline import RUNNERS, batch
     from jaxnets.host_memory import retain_freed_memory
@@ -111,11 +120,7 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: 
         run()
         rates.append(CNN_STEPS / (time.perf_counter() - tick))
         ratios.append(cross_core().ratio)
-    threads = {}
-    if pytorch:
-        import torch
-
-        threads = {"torch_threads": torch.get_num_threads()}
+    threads = {} if torch_threads is None else {"torch_threads": torch_threads}
     return {"steps_per_s": rates, "cross_core_ratio": ratios, **threads, **other_load(start, cpu_snapshot())}
 
 
@@ -127,7 +132,9 @@ def command(variant: str) -> tuple[list[str], dict]:
         argv.append("--default-malloc")
     if variant == "no_aslr":
         argv = ["setarch", os.uname().machine, "-R", *argv]
-    if variant in ("huge_pages", "one_cpu_huge_pages"):
+    if variant == "default_huge_pages":
+        argv.append("--default-malloc")
+    if variant in ("huge_pages", "one_cpu_huge_pages", "default_huge_pages"):
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     if variant == "small_chunks":
         argv.append("--small-chunks")

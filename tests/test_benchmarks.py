@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import benchmarks
+from experiments import benchmarks, cnn_process_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,21 +205,24 @@ def test_a_busy_machine_is_reported(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("variant", ["default", "no_aslr", "huge_pages", "small_chunks", "one_cpu", "one_cpu_huge_pages",
-                                     "pytorch", "pytorch_one_thread"])
+@pytest.mark.parametrize("variant", cnn_process_probe.VARIANTS)  # a new variant fails here until described
 def test_each_probe_variant_changes_what_it_says(variant):
-    from experiments import cnn_process_probe as probe
-
-    argv, env = probe.command(variant)
-    assert {"default": "--default-malloc" in argv, "no_aslr": argv[0] == "setarch" and "-R" in argv,
-            "huge_pages": env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
-            "small_chunks": "--small-chunks" in argv, "one_cpu": "--one-cpu" in argv,
-            "one_cpu_huge_pages": "--one-cpu" in argv and env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1",
-            # PyTorch keeps freed memory through glibc's environment thresholds, as in the benchmark
-            "pytorch": "--pytorch" in argv and env == benchmarks.torch_env(retained=True)
-            and "--torch-threads" not in argv,
-            "pytorch_one_thread": "--pytorch" in argv and argv[-2:] == ["--torch-threads", "1"]
-            and env == benchmarks.torch_env(retained=True)}[variant]
+    argv, env = cnn_process_probe.command(variant)
+    huge = env.get("GLIBC_TUNABLES") == "glibc.malloc.hugetlb=1"
+    flags = [a for a in argv if a.startswith("--") and a != "--measure"]
+    torch_env = benchmarks.torch_env(retained=True)  # PyTorch keeps freed memory through glibc's thresholds
+    assert {"retained": flags == [] and env == dict(os.environ),
+            "default": flags == ["--default-malloc"] and not huge,
+            "default_huge_pages": flags == ["--default-malloc"] and huge,
+            "no_aslr": argv[0] == "setarch" and "-R" in argv and flags == [],
+            "huge_pages": flags == [] and huge,
+            "small_chunks": flags == ["--small-chunks"],
+            "one_arena": flags == [] and env.get("MALLOC_ARENA_MAX") == "1",
+            "one_cpu": flags == ["--one-cpu"] and not huge,
+            "one_cpu_huge_pages": flags == ["--one-cpu"] and huge,
+            "pytorch": flags == ["--pytorch"] and env == torch_env,
+            "pytorch_one_thread": flags == ["--pytorch", "--torch-threads"] and argv[-1] == "1" and env == torch_env,
+            }[variant]
 
 
 _ONE_CPU_CHECK = """
