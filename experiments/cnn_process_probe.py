@@ -191,7 +191,7 @@ def table(rows: dict[str, list[dict]]) -> str:
     def cell(rates):
         if not rates:
             return "0 runs"
-        return (f"{len(rates)} runs: median {statistics.median(rates):.1f} "
+        return (f"{len(rates)} run{'' if len(rates) == 1 else 's'}: median {statistics.median(rates):.1f} "
                 f"({min(rates):.1f} to {max(rates):.1f})")
 
     lines = ["| variant | normal cross-core state: steps/s | slow cross-core state: steps/s | "

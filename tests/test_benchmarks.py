@@ -279,6 +279,8 @@ def test_the_probe_splits_runs_by_the_cross_core_state_measured_after_them():
     assert lines[2] == ("| retained | 2 runs: median 30.5 (30.0 to 31.0) | 2 runs: median 16.5 (16.0 to 17.0) | "
                         "30.0, 16.0 | 1.0% |")
     assert lines[-1] == "Processes with runs in both states (the state changed while they ran): 1 of 2."
+    one_slow = probe.table({"default": runs[1:]}).splitlines()[2]
+    assert one_slow.startswith("| default | 0 runs | 1 run: median 16.0 (16.0 to 16.0) | 16.0 | n/a |")
 
 
 def test_the_docs_name_the_cross_core_threshold_the_code_uses():
