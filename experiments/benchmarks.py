@@ -423,7 +423,8 @@ def cnn_set(repeats: int, *, retained: bool) -> dict:
            # mmap threshold maps them afresh on every call (jaxnets.host_memory).
            "minor_page_faults_per_step": faults, "host_memory_retained": retained, "other_load": load,
            # Taking a buffer over from the other CPU / from one's own, once per round (jaxnets.profiling).
-           "cross_core_ratio": cross}
+           "cross_core_ratio": cross,
+           "per_round_steps_per_s": {name: [CNN_STEPS / t for t in times] for name, times in samples.items()}}
     out.update(torch_columns(per_step, with_worker_rounds(standalone.summary(), samples["torch_eager"], CNN_STEPS)
                              if standalone else None, "jaxnets_auto"))
     if standalone is not None:
@@ -443,7 +444,8 @@ def cnn_summary(runs: list[dict]) -> dict:
                                                               for run in runs],
            "torch_worker_vs_standalone_paired": all(run.get("torch_worker_vs_standalone_paired") for run in runs),
            "other_load_per_process": [run["other_load"] for run in runs],
-           "cross_core_ratio_per_process": [run.get("cross_core_ratio", []) for run in runs]}
+           "cross_core_ratio_per_process": [run.get("cross_core_ratio", []) for run in runs],
+           "per_round_steps_per_s_per_process": [run.get("per_round_steps_per_s") for run in runs]}
     for key in ("ratio_vs_hand_jax", "ratio_vs_torch_eager", "xla_conv_ratio_vs_torch_eager",
                 "torch_worker_vs_standalone"):
         if key in runs[0]:
@@ -1047,19 +1049,38 @@ def cross_core_cell(ratios: list[float]) -> str:
     return f"{np.median(ratios):.2f} ({max(ratios):.2f}), {slow} of {len(ratios)}"
 
 
+def normal_rounds_ratio(per_round: dict[str, list[float]] | None, cross: list[float]) -> float | None:
+    """jaxnets / PyTorch over the rounds after which the cross-core state was normal (medians of each).
+
+    Shown beside the set's ratio, which counts every round: it tells what the host's slow
+    state took from that set. None without per-round rates, PyTorch or a normal round.
+    """
+    if not per_round or "torch_eager" not in per_round or len(cross) != len(per_round["torch_eager"]):
+        return None
+    normal = [i for i, ratio in enumerate(cross) if ratio < SLOW_CROSS_CORE_RATIO]
+    if not normal:
+        return None
+    return (float(np.median([per_round["jaxnets_auto"][i] for i in normal]))
+            / float(np.median([per_round["torch_eager"][i] for i in normal])))
+
+
 def cnn_process_table(result: dict) -> str:
     """Steps/s of every candidate in every set of fresh processes, and jaxnets over PyTorch."""
     lines = ["| allocator | set | jaxnets (`auto`) | jaxnets (`xla`) | hand-written JAX | PyTorch eager | "
-             "PyTorch alone | jaxnets / PyTorch | cross-core ratio: median (max), slow rounds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "PyTorch alone | jaxnets / PyTorch | cross-core ratio: median (max), slow rounds | "
+             "jaxnets / PyTorch, normal-state rounds only |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, summary in result["allocators"].items():
         alone = summary["torch_standalone_steps_per_s_per_process"]
         cross = summary.get("cross_core_ratio_per_process") or [[] for _ in summary["steps_per_s_per_process"]]
+        per_round = summary.get("per_round_steps_per_s_per_process") or [None for _ in cross]
         for i, rates in enumerate(summary["steps_per_s_per_process"]):
             torch_rate = rates.get("torch_eager")
             cells = [f"{rates[name]:.1f}" for name in ("jaxnets_auto", "jaxnets_xla", "hand_jax")]
             cells += [f"{torch_rate:.1f}" if torch_rate else "n/a", f"{alone[i]:.1f}" if alone[i] else "n/a",
                       f"{rates['jaxnets_auto'] / torch_rate:.2f}" if torch_rate else "n/a", cross_core_cell(cross[i])]
+            normal = normal_rounds_ratio(per_round[i], cross[i])
+            cells.append(f"{normal:.2f}" if normal is not None else "n/a")
             lines.append(f"| {ALLOCATOR_TEXT[kind]} | {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + cross_core_summary(result)
 

@@ -133,6 +133,9 @@ def test_a_cnn_set_measures_the_machine_then_pytorch_alone_after_each_round(monk
     assert out["cross_core_ratio"] == [1.1, 2.0, 1.2]
     assert out["torch_standalone_steps_per_s"] == 20.0
     assert out["torch_standalone_per_round_steps_per_s"] == [30.0, 10.0, 20.0]
+    # every candidate's rate in each round is kept, beside that round's cross-core ratio
+    assert set(out["per_round_steps_per_s"]) == {*benchmarks.CNN_CANDIDATES, "torch_eager"}
+    assert all(len(rates) == 3 for rates in out["per_round_steps_per_s"].values())
 
 
 def test_a_fresh_each_round_worker_is_a_new_process_per_round_and_closes_the_old_one():
@@ -261,12 +264,23 @@ def test_the_process_table_shows_each_set_with_its_cross_core_state():
     rates = {"jaxnets_auto": 30.0, "jaxnets_xla": 6.0, "hand_jax": 5.5, "torch_eager": 20.0}
     summary = {"steps_per_s_per_process": [rates, {**rates, "jaxnets_auto": 17.0}],
                "torch_standalone_steps_per_s_per_process": [21.0, 22.0],
-               "cross_core_ratio_per_process": [[1.1, 1.2, 1.1], [2.6, 3.1, 1.2]]}
+               "cross_core_ratio_per_process": [[1.1, 1.2, 1.1], [2.6, 3.1, 1.2]],
+               # the first set saved no per-round rates (an older run): its last cell says so
+               "per_round_steps_per_s_per_process": [None, {"jaxnets_auto": [15.0, 16.0, 36.0],
+                                                            "torch_eager": [20.0, 21.0, 18.0]}]}
     rows = benchmarks.cnn_process_table({"allocators": {"retained": summary}}).splitlines()[2:]
-    assert rows[0] == "| freed memory retained | 1 | 30.0 | 6.0 | 5.5 | 20.0 | 21.0 | 1.50 | 1.10 (1.20), 0 of 3 |"
-    assert rows[1].endswith("| 0.85 | 2.60 (3.10), 2 of 3 |")
+    assert rows[0] == "| freed memory retained | 1 | 30.0 | 6.0 | 5.5 | 20.0 | 21.0 | 1.50 | 1.10 (1.20), 0 of 3 | n/a |"
+    assert rows[1].endswith("| 0.85 | 2.60 (3.10), 2 of 3 | 2.00 |")  # only the third round was normal: 36 / 18
     assert rows[-1] == ("- freed memory retained: jaxnets / PyTorch with no slow cross-core round (1 of the sets): 1.50 to 1.50; "
                         "with a slow cross-core round (1 of the sets): 0.85 to 0.85")
+
+
+def test_the_normal_rounds_ratio_uses_only_rounds_in_the_normal_state():
+    per_round = {"jaxnets_auto": [40.0, 20.0, 38.0, 42.0], "torch_eager": [25.0, 26.0, 24.0, 20.0]}
+    assert benchmarks.normal_rounds_ratio(per_round, [1.0, 2.7, 1.1, 1.05]) == 40.0 / 24.0  # medians of rounds 0, 2, 3
+    assert benchmarks.normal_rounds_ratio(per_round, [2.0, 2.7, 1.6, 3.0]) is None  # no normal round
+    assert benchmarks.normal_rounds_ratio(None, [1.0]) is None
+    assert benchmarks.normal_rounds_ratio({"jaxnets_auto": [40.0]}, [1.0]) is None  # no PyTorch
 
 
 def test_the_probe_splits_runs_by_the_cross_core_state_measured_after_them():
