@@ -56,8 +56,8 @@ if TYPE_CHECKING:  # only for the annotations: jaxnets (and JAX) load inside the
     from jaxnets.profiling import CrossCore
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "default_huge_pages", "no_aslr", "huge_pages", "small_chunks", "one_arena", "one_cpu",
-            "one_cpu_huge_pages", "pytorch", "pytorch_one_thread")
+VARIANTS = ("retained", "default", "default_huge_pages", "no_aslr", "huge_pages", "small_chunks", "one_arena",
+            "one_cpu", "one_cpu_huge_pages", "pytorch", "pytorch_one_thread")
 DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
@@ -128,12 +128,10 @@ def command(variant: str) -> tuple[list[str], dict]:
     """The command line and environment of one fresh process of ``variant``."""
     argv = [sys.executable, "-m", "experiments.cnn_process_probe", "--measure"]
     env = dict(os.environ)
-    if variant == "default":
+    if variant in ("default", "default_huge_pages"):
         argv.append("--default-malloc")
     if variant == "no_aslr":
         argv = ["setarch", os.uname().machine, "-R", *argv]
-    if variant == "default_huge_pages":
-        argv.append("--default-malloc")
     if variant in ("huge_pages", "one_cpu_huge_pages", "default_huge_pages"):
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     if variant == "small_chunks":

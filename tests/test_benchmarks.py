@@ -269,7 +269,8 @@ def test_the_process_table_shows_each_set_with_its_cross_core_state():
                "per_round_steps_per_s_per_process": [None, {"jaxnets_auto": [15.0, 16.0, 36.0],
                                                             "torch_eager": [20.0, 21.0, 18.0]}]}
     rows = benchmarks.cnn_process_table({"allocators": {"retained": summary}}).splitlines()[2:]
-    assert rows[0] == "| freed memory retained | 1 | 30.0 | 6.0 | 5.5 | 20.0 | 21.0 | 1.50 | 1.10 (1.20), 0 of 3 | n/a |"
+    assert rows[0] == ("| freed memory retained | 1 | 30.0 | 6.0 | 5.5 | 20.0 | 21.0 | 1.50 | 1.10 (1.20), 0 of 3 "
+                       "| n/a |")
     assert rows[1].endswith("| 0.85 | 2.60 (3.10), 2 of 3 | 2.00 |")  # only the third round was normal: 36 / 18
     assert rows[-1] == ("- freed memory retained: jaxnets / PyTorch with no slow cross-core round (1 of the sets): 1.50 to 1.50; "
                         "with a slow cross-core round (1 of the sets): 0.85 to 0.85")
