@@ -183,6 +183,17 @@ def test_a_bound_is_met_only_when_every_process_meets_it():
     assert lines[-1].startswith("Share of the CPUs used by other processes") and "cnn_step 1.0% / 0.0%" in lines[-1]
 
 
+def test_the_bounds_count_every_round_not_only_the_normal_state_ones():
+    result = _cnn_result([1.6, 1.7, 0.9], [1.0, 1.0, 1.0])
+    # the set at 0.9 was 2.0 over its one normal-state round: the table shows it, the bound ignores it
+    per_round = {"jaxnets_auto": [20.0, 40.0, 20.0], "torch_eager": [25.0, 20.0, 25.0]}
+    result["allocators"]["retained"].update(cross_core_ratio_per_process=[[1.0] * 3, [1.0] * 3, [2.6, 1.0, 2.6]],
+                                            per_round_steps_per_s_per_process=[None, None, per_round])
+    assert benchmarks.normal_rounds_ratio(per_round, [2.6, 1.0, 2.6]) == 2.0
+    torch_row = next(line for line in benchmarks.table([result]).splitlines() if "PyTorch eager (steps/s)" in line)
+    assert torch_row.endswith("| >= 1 | no |")
+
+
 def test_pytorch_fairness_over_several_sets_is_judged_on_every_round_pooled():
     # Set 1's rounds: 1.0, 1.0, 1.0; set 2's: 0.85, 0.85, 1.0 (its own median 0.85, outside the band).
     summary = {"torch_worker_per_round_steps_per_s_per_process": [[20.0, 10.0, 30.0], [17.0, 8.5, 30.0]],
