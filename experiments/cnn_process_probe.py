@@ -56,8 +56,16 @@ if TYPE_CHECKING:  # only for the annotations: jaxnets (and JAX) load inside the
     from jaxnets.profiling import CrossCore
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("retained", "default", "default_huge_pages", "no_aslr", "huge_pages", "small_chunks", "one_arena",
-            "one_cpu", "one_cpu_huge_pages", "pytorch", "pytorch_one_thread")
+#: What each variant changes against ``retained`` (the module docstring says why); ``command`` builds it.
+VARIANT_TRAITS: dict[str, tuple[str, ...]] = {
+    "retained": (), "default": ("default_malloc",), "default_huge_pages": ("default_malloc", "huge_pages"),
+    "no_aslr": ("no_aslr",), "huge_pages": ("huge_pages",), "small_chunks": ("small_chunks",),
+    "one_arena": ("one_arena",), "one_cpu": ("one_cpu",), "one_cpu_huge_pages": ("one_cpu", "huge_pages"),
+    "pytorch": ("pytorch",), "pytorch_one_thread": ("pytorch", "one_thread")}
+VARIANTS = tuple(VARIANT_TRAITS)
+_TRAIT_FLAGS = {"pytorch": ["--pytorch"], "default_malloc": ["--default-malloc"], "small_chunks": ["--small-chunks"],
+                "one_cpu": ["--one-cpu"], "one_thread": ["--torch-threads", "1"]}
+_TRAIT_ENV = {"huge_pages": ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"), "one_arena": ("MALLOC_ARENA_MAX", "1")}
 DEFAULT_VARIANTS = ("retained", "default", "pytorch")
 RUNS = 12
 SMALL_CHUNK_BYTES = 2**20
@@ -126,38 +134,29 @@ def measure(retained: bool, small_chunks: bool, pytorch: bool = False, one_cpu: 
 
 def command(variant: str) -> tuple[list[str], dict]:
     """The command line and environment of one fresh process of ``variant``."""
+    traits = VARIANT_TRAITS[variant]
     argv = [sys.executable, "-m", "experiments.cnn_process_probe", "--measure"]
     env = dict(os.environ)
-    if variant in ("default", "default_huge_pages"):
-        argv.append("--default-malloc")
-    if variant == "no_aslr":
-        argv = ["setarch", os.uname().machine, "-R", *argv]
-    if variant in ("huge_pages", "one_cpu_huge_pages", "default_huge_pages"):
-        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-    if variant == "small_chunks":
-        argv.append("--small-chunks")
-    if variant == "one_arena":
-        env["MALLOC_ARENA_MAX"] = "1"
-    if variant in ("one_cpu", "one_cpu_huge_pages"):
-        argv.append("--one-cpu")
-    if variant in ("pytorch", "pytorch_one_thread"):
+    if "pytorch" in traits:  # PyTorch keeps freed memory through glibc's thresholds, as in the benchmark
         from experiments.benchmarks import torch_env
 
-        argv.append("--pytorch")
         env = torch_env(retained=True)
-    if variant == "pytorch_one_thread":
-        argv += ["--torch-threads", "1"]
+    argv += [flag for trait in traits for flag in _TRAIT_FLAGS.get(trait, [])]
+    env.update(_TRAIT_ENV[trait] for trait in traits if trait in _TRAIT_ENV)
+    if "no_aslr" in traits:
+        argv = ["setarch", os.uname().machine, "-R", *argv]
     return argv, env
 
 
 def available(variant: str) -> bool:
     from experiments.benchmarks import torch_available
 
-    if variant in ("pytorch", "pytorch_one_thread"):
+    traits = VARIANT_TRAITS[variant]
+    if "pytorch" in traits:
         return torch_available()
-    if variant in ("one_cpu", "one_cpu_huge_pages"):  # needs two CPUs to keep one, and Linux's per-thread affinity
+    if "one_cpu" in traits:  # needs two CPUs to keep one, and Linux's per-thread affinity
         return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
-    return variant != "no_aslr" or shutil.which("setarch") is not None
+    return "no_aslr" not in traits or shutil.which("setarch") is not None
 
 
 def run_all(processes: int, variants: tuple[str, ...]) -> dict[str, list[dict]]:
