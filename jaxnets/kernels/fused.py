@@ -26,12 +26,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.kernels import winograd
+from jaxnets.kernels import native, winograd
 from jaxnets.kernels.conv import (backward_by_chunks, check_conv_shapes, convolve, examples_per_chunk,
                                   extract_patches, merge_chunks, to_chunks)
 from jaxnets.kernels.pooling import avg_pool, first_max_chosen, first_max_index, max_pool, window_axes
 from jaxnets.kernels.select import check_impl, resolve
-from jaxnets.kernels.windows import Padding, as_tuple, conv_output_size, normalize_padding, shifted_views
+from jaxnets.kernels.windows import (Padding, as_tuple, conv_output_size, explicit_padding, normalize_padding,
+                                     shifted_views)
 
 Array = jax.Array
 
@@ -130,8 +131,15 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
         return max_pool(convolve(x, kernel, strides, padding, impl), window, impl=impl)
     if winograd.applies(kernel.shape, strides, window):
         return winograd.convolve_max_pool(x, kernel, padding)
-    return _patches_conv_pool(x, kernel, strides, padding, window,
-                              examples_per_chunk(x, kernel, strides, padding, with_output=True))
+    chunk = examples_per_chunk(x, kernel, strides, padding, with_output=True)
+
+    def in_jax(x, kernel):
+        return _patches_conv_pool(x, kernel, strides, padding, window, chunk)
+
+    if native.applies(x.shape, kernel.shape, x.dtype, strides, window) and kernel.dtype == x.dtype:
+        pads = explicit_padding(x.shape[1:-1], kernel.shape[:-2], strides, padding)
+        return native.convolve_max_pool(x, kernel, pads, in_jax)
+    return in_jax(x, kernel)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))

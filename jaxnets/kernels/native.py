@@ -1,0 +1,162 @@
+"""Convolution + 2×2 max pooling of a network's first layer, in C++ through XLA's FFI (CPU only).
+
+A first layer has 1 or 3 input channels: its convolution has almost no arithmetic per
+output, and as matrix products (``jaxnets.kernels.conv``) its time goes into building
+patches, selecting the pooling's maxima and scattering ∂y back, operation by operation,
+each a pass over memory that XLA's threads may hand between CPUs. ``conv_pool.cc`` does it
+in one pass per example: the four convolution outputs of each pooling window come from
+the input tile under the window and are pooled at once, keeping the index of the first
+maximum. The backward pass is two more calls, the kernel gradient and the input gradient,
+so that XLA drops the input gradient where nothing reads it (a first layer). Each call
+splits the batch into one block of examples per thread of XLA's pool, and a thread keeps
+to its block through the call.
+
+The library is built by ``pip install`` from ``conv_pool.cc`` (setup.py) against the XLA
+FFI headers that jaxlib ships, for the installing machine's CPU. Where it could not be
+built (no C++20 compiler), ``AVAILABLE`` is False, ``UNAVAILABLE`` says why, and the
+"patches" path runs its JAX kernels instead, with the same values. Lowered for any
+platform but the CPU, the same call runs the JAX kernels (``lax.platform_dependent``).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+#: Input channels up to which a 2×2-max-pooled convolution runs here (grayscale and RGB
+#: first layers; from 8 on, 3×3 kernels go to Winograd's algorithm).
+MAX_INPUT_CHANNELS = 3
+#: Output channel counts compiled into the library (``by_channels`` in conv_pool.cc).
+OUTPUT_CHANNELS = (8, 16, 32, 64)
+#: Largest kernel side handled here.
+MAX_KERNEL_SIZE = 7
+_SUFFIX = {jnp.dtype(jnp.float32): "F32", jnp.dtype(jnp.float64): "F64"}
+_HANDLERS = ("ConvPoolForward", "ConvPoolKernelGradient", "ConvPoolInputGradient")
+
+
+def library_path(folder: Path = Path(__file__).parent) -> Path | None:
+    """The built library next to this file (``_conv_pool`` with this Python's extension suffix), or None."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"_conv_pool{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _register() -> str | None:
+    """Load the library and register its handlers with XLA: None, or why it cannot run."""
+    path = library_path()
+    if path is None:
+        return "jaxnets/kernels/_conv_pool was not built (pip install could not compile conv_pool.cc)"
+    try:
+        library = ctypes.cdll.LoadLibrary(str(path))
+    except OSError as error:
+        return f"{path.name} did not load: {error}"
+    for handler in _HANDLERS:
+        for suffix in _SUFFIX.values():
+            jax.ffi.register_ffi_target(f"jaxnets_{handler}{suffix}", jax.ffi.pycapsule(getattr(library, handler + suffix)),
+                                        platform="cpu")
+    return None
+
+
+# Registering is a process-wide effect, like jax's own custom calls: once, when imported.
+UNAVAILABLE: str | None = _register()
+#: Whether the C++ kernels are built and registered in this process.
+AVAILABLE = UNAVAILABLE is None
+
+
+def applies(x_shape: Sequence[int], kernel_shape: Sequence[int], dtype, strides: Sequence[int],
+            window: Sequence[int]) -> bool:
+    """Whether this convolution + max pooling runs here on the CPU.
+
+    It does for a 2-D convolution at stride 1 with at most ``MAX_INPUT_CHANNELS`` input
+    channels, ``OUTPUT_CHANNELS`` output channels, kernel sides up to ``MAX_KERNEL_SIZE``,
+    2×2 pooling windows and float32 or float64, when the library is ``AVAILABLE``.
+    """
+    return (AVAILABLE and len(x_shape) == 4 and len(kernel_shape) == 4 and jnp.dtype(dtype) in _SUFFIX
+            and x_shape[-1] <= MAX_INPUT_CHANNELS and kernel_shape[-1] in OUTPUT_CHANNELS
+            and max(kernel_shape[:2]) <= MAX_KERNEL_SIZE and tuple(strides) == (1, 1) and tuple(window) == (2, 2))
+
+
+def _attributes(pads: tuple[tuple[int, int], tuple[int, int]]) -> dict:
+    (top, bottom), (left, right) = pads
+    return {name: np.int64(value) for name, value in
+            zip(("pad_top", "pad_bottom", "pad_left", "pad_right"), (top, bottom, left, right))}
+
+
+def _pooled_shape(x_shape, kernel_shape, pads) -> tuple[int, ...]:
+    sizes = [(n + sum(pad) - k + 1) // 2 for n, k, pad in zip(x_shape[1:3], kernel_shape[:2], pads)]
+    return (x_shape[0], *sizes, kernel_shape[-1])
+
+
+def _call(handler: str, dtype, results, *operands, pads):
+    name = f"jaxnets_{handler}{_SUFFIX[jnp.dtype(dtype)]}"
+    # vmap runs the call once per mapped element: the handlers know one batch axis only.
+    return jax.ffi.ffi_call(name, results, vmap_method="sequential")(*operands, **_attributes(pads))
+
+
+def _forward_call(x, kernel, pads):
+    shape = _pooled_shape(x.shape, kernel.shape, pads)
+    return _call("ConvPoolForward", x.dtype, (jax.ShapeDtypeStruct(shape, x.dtype), jax.ShapeDtypeStruct(shape, jnp.int8)),
+                 x, kernel, pads=pads)
+
+
+def _kernel_gradient_call(x, dy, index, kernel_shape, pads):
+    return _call("ConvPoolKernelGradient", x.dtype, jax.ShapeDtypeStruct(kernel_shape, x.dtype), x, dy, index, pads=pads)
+
+
+def _input_gradient_call(kernel, dy, index, x_shape, pads):
+    return _call("ConvPoolInputGradient", kernel.dtype, jax.ShapeDtypeStruct(x_shape, kernel.dtype), kernel, dy, index,
+                 pads=pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _native_conv_pool(x, kernel, pads):
+    return _native_forward(x, kernel, pads)[0]
+
+
+def _native_forward(x, kernel, pads):
+    y, index = _forward_call(x, kernel, pads)
+    return y, (x, kernel, index)
+
+
+def _native_backward(pads, residuals, dy):
+    x, kernel, index = residuals
+    dy = dy.astype(x.dtype)
+    return (_input_gradient_call(kernel, dy, index, x.shape, pads),
+            _kernel_gradient_call(x, dy, index, kernel.shape, pads))
+
+
+_native_conv_pool.defvjp(_native_forward, _native_backward)
+
+
+def convolve_max_pool(x: Array, kernel: Array, pads: tuple[tuple[int, int], tuple[int, int]],
+                      elsewhere: Callable[[Array, Array], Array]) -> Array:
+    """max_pool(x ⋆ kernel, 2×2) at stride 1 with explicit ``pads``, by the C++ kernels on the CPU.
+
+    Call it where ``applies``. Ties go to the first maximum in row-major order and a NaN
+    in a window makes its pooled value NaN, as in ``jaxnets.kernels.pooling.max_pool``.
+
+    Args:
+      x: (N, H, W, C_in), float32 or float64.
+      kernel: (k_h, k_w, C_in, C_out), of x's dtype.
+      pads: ((top, bottom), (left, right)) zero padding.
+      elsewhere: the same function in JAX (with its own VJP), lowered on every platform but the CPU.
+
+    Returns:
+      (N, ⌊H_out/2⌋, ⌊W_out/2⌋, C_out).
+    """
+    return lax.platform_dependent(x, kernel, cpu=lambda x, k: _native_conv_pool(x, k, pads), default=elsewhere)
+
+
+__all__ = ["AVAILABLE", "MAX_INPUT_CHANNELS", "MAX_KERNEL_SIZE", "OUTPUT_CHANNELS", "UNAVAILABLE", "applies",
+           "convolve_max_pool", "library_path"]
