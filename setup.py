@@ -1,4 +1,4 @@
-"""Builds jaxnets' optional C++ kernels (jaxnets/kernels/conv_pool.cc); everything else is in pyproject.toml.
+"""Builds jaxnets' optional C++ kernels (jaxnets/kernels/*.cc); everything else is in pyproject.toml.
 
 The kernels are XLA FFI handlers, compiled against the headers that jaxlib ships (a build
 requirement) for the installing machine's CPU (-march=native where the compiler takes it).
@@ -28,7 +28,8 @@ class BuildForThisCpu(build_ext):
 
 setup(
     ext_modules=[Extension(
-        "jaxnets.kernels._conv_pool", ["jaxnets/kernels/conv_pool.cc"], language="c++", optional=True,
+        "jaxnets.kernels._cpu_kernels", ["jaxnets/kernels/conv_pool.cc", "jaxnets/kernels/winograd.cc"],
+        depends=["jaxnets/kernels/cpu_blocks.h"], language="c++", optional=True,
         include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")])],
     cmdclass={"build_ext": BuildForThisCpu},
 )

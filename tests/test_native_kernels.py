@@ -172,3 +172,80 @@ def test_setup_builds_the_library_as_an_optional_extension():
     keywords = {k.arg: k.value for k in calls[0].keywords}
     assert isinstance(keywords.get("optional"), ast.Constant) and keywords["optional"].value is True
     assert calls[0].args[1].elts[0].value == "jaxnets/kernels/conv_pool.cc"
+
+
+WINOGRAD_NATIVE_CASES = [  # x shape, C_out, padding (float64: channels of 8, 16, 32 or 64)
+    ((5, 9, 11, 8), 16, "SAME"),    # odd sizes: a last row and column of the convolution are dropped
+    ((3, 8, 8, 16), 8, "VALID"),    # 6x6 output
+    ((2, 7, 10, 8), 64, 1),         # integer padding, many output channels
+    ((1, 4, 4, 32), 32, "SAME"),    # one example, one 2x2 pooled map
+    ((3, 30, 30, 8), 8, "SAME"),    # 225 tiles per example: several groups of tiles, the last one partial
+]
+
+
+@needs_library
+@pytest.mark.parametrize("shape, c_out, padding", WINOGRAD_NATIVE_CASES)
+def test_winograd_in_cpp_equals_xla_values_and_gradients_float64(shape, c_out, padding):
+    """Exact values on integers (ties: the first maximum wins), gradients to 1e-12, and the C++ handlers ran."""
+    rng = np.random.default_rng(sum(shape) + c_out)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.integers(-1, 2, size=shape).astype(np.float64))
+        w = jnp.asarray(rng.integers(-1, 2, size=(3, 3, shape[-1], c_out)).astype(np.float64))
+        assert native.winograd_applies(x.shape, x.dtype) and native.winograd_channels_fit(c_out, x.dtype)
+        y_ref, pull_ref = jax.vjp(_reference(padding), x, w)
+        y_got, pull_got = jax.jit(lambda a, b: jax.vjp(_native_path(padding), a, b))(x, w)
+        probe = jnp.asarray(rng.normal(size=y_ref.shape))
+        np.testing.assert_array_equal(np.asarray(y_got), np.asarray(y_ref))
+        for got, want in zip(pull_got(probe), pull_ref(probe)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+        compiled = jax.jit(jax.grad(lambda a, b: jnp.vdot(_native_path(padding)(a, b), probe), argnums=(0, 1))
+                           ).lower(x, w).compile().as_text()
+        assert "jaxnets_WinogradForwardF64" in compiled and "jaxnets_WinogradBackwardF64" in compiled
+
+
+@needs_library
+def test_winograd_in_cpp_float32_stays_within_float32_rounding_of_xla():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(8, 14, 14, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 64)) / 10, jnp.float32)
+    y_ref, pull_ref = jax.vjp(_reference("SAME"), x, w)
+    y_got, pull_got = jax.vjp(_native_path("SAME"), x, w)
+    assert "jaxnets_WinogradForwardF32" in jax.jit(_native_path("SAME")).lower(x, w).as_text()
+    probe = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    np.testing.assert_allclose(np.asarray(y_got), np.asarray(y_ref), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(y_ref))))
+    for got, want in zip(pull_got(probe), pull_ref(probe)):
+        scale = float(jnp.max(jnp.abs(want)))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5 * scale)
+
+
+@needs_library
+def test_winograd_in_cpp_propagates_nan():
+    x = jnp.zeros((1, 4, 4, 16)).at[0, 0, 0, 0].set(jnp.nan)
+    w = jnp.zeros((3, 3, 16, 16)).at[1, 1, 0, 0].set(1.0)
+    got = np.asarray(_native_path("SAME")(x, w))
+    want = np.asarray(_reference("SAME")(x, w))
+    assert np.isnan(got[0, 0, 0, 0])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+@pytest.mark.parametrize("channels, dtype, expected", [
+    (16, jnp.float32, True), (128, jnp.float32, True), (8, jnp.float32, False), (48, jnp.float32, False),
+    (8, jnp.float64, True), (64, jnp.float64, True), (12, jnp.float64, False), (256, jnp.float32, False),
+])
+def test_winograd_in_cpp_takes_whole_vectors_of_channels(channels, dtype, expected):
+    assert native.winograd_channels_fit(channels, dtype) is expected
+
+
+def test_winograd_without_the_library_runs_in_jax(monkeypatch):
+    monkeypatch.setattr(native, "AVAILABLE", False)
+    x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    text = jax.jit(_native_path("SAME")).lower(x, w).as_text()
+    assert "jaxnets_Winograd" not in text
+    np.testing.assert_allclose(np.asarray(_native_path("SAME")(x, w)), np.asarray(_reference("SAME")(x, w)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_lowered_for_an_accelerator_winograd_runs_in_jax(platform):
+    x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 16))
+    step = jax.jit(jax.grad(lambda a, b: _native_path("SAME")(a, b).sum(), argnums=(0, 1)))
+    assert "jaxnets_Winograd" not in export.export(step, platforms=[platform])(x, w).mlir_module()

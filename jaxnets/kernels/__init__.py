@@ -10,8 +10,8 @@ gradients on both paths:
   patch-matrix products with a hand-written VJP, processed in chunks of examples
   (``conv``); pooling over strided views with custom JVPs that keep the first-maximum
   tie rule (``pooling``); convolution and max pooling fused (``fused``), for a 3×3
-  kernel at stride 1 by Winograd's minimal filtering (``winograd``), for a first layer's
-  few input channels in C++ through XLA's FFI (``native``, CPU only).
+  kernel at stride 1 by Winograd's minimal filtering (``winograd``); on the CPU both fused
+  convolutions run in C++ through XLA's FFI (``native``).
 
 Modules:
   select: ``CONV_IMPLS``, ``resolve``: the switch.
@@ -21,7 +21,8 @@ Modules:
   fused: ``conv_bias_act_pool`` (one convolution block, the only place that reorders
     pooling and the activation) and ``convolve_max_pool``.
   winograd: 3×3 convolution + 2×2 max pooling by F(2×2, 3×3), with its VJP.
-  native: a first layer's convolution + 2×2 max pooling in C++ (conv_pool.cc), with its VJP.
+  native: the C++ kernels (conv_pool.cc: a first layer + 2×2 max pooling; winograd.cc), loaded
+    and registered with XLA, and the first layer's VJP.
 
 The models (``jaxnets.models.Conv``, ``CNN``) pass their ``conv_impl`` here and hold
 no other implementation choice; this package is the only one in jaxnets that defines

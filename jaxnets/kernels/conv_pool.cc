@@ -8,22 +8,21 @@
 // handlers, so that XLA drops the input gradient where nothing reads it (a first layer).
 //
 // Each call splits the batch into one contiguous block of examples per thread of XLA's
-// intra-op pool. A thread keeps to its block through the whole call, so the data it
-// touches stays in its CPU's caches, and a thread that finds no block left just returns.
+// intra-op pool (split, in cpu_blocks.h).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
-#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "cpu_blocks.h"
 
 namespace ffi = xla::ffi;
+using jaxnets::pad_copy;
+using jaxnets::split;
+using jaxnets::split_parts;
 
 namespace {
 
@@ -45,39 +44,7 @@ struct Geometry {
 // Copies example e of x into the zero-padded buffer `padded` (hp x wp x ci).
 template <typename T>
 void pad_example(const T* x, const Geometry& g, int64_t e, T* padded) {
-  std::fill(padded, padded + g.hp * g.wp * g.ci, T(0));
-  for (int64_t i = 0; i < g.h; ++i)
-    std::memcpy(padded + ((i + g.top) * g.wp + g.left) * g.ci, x + (e * g.h + i) * g.w * g.ci,
-                g.w * g.ci * sizeof(T));
-}
-
-// Runs work(first, last) over `parts` contiguous blocks of [0, count): the caller takes
-// blocks too, so the call finishes even when no pool thread is free.
-template <typename Work>
-void split(ffi::ThreadPool& pool, int64_t count, const Work& work) {
-  struct Shared {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-    std::mutex mutex;
-    std::condition_variable finished;
-  };
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), count));
-  auto shared = std::make_shared<Shared>();
-  auto run_blocks = [shared, parts, count, &work] {
-    for (int64_t p; (p = shared->next.fetch_add(1)) < parts;) {
-      work(p, count * p / parts, count * (p + 1) / parts);
-      if (shared->done.fetch_add(1) + 1 == parts) {
-        std::lock_guard<std::mutex> lock(shared->mutex);
-        shared->finished.notify_all();
-      }
-    }
-  };
-  // A pool task may start after this call returned: it then finds no block and touches
-  // only `shared`, which it owns a reference to; `work` is read only for a block it took.
-  for (int64_t p = 1; p < parts; ++p) pool.Schedule([run_blocks] { run_blocks(); });
-  run_blocks();
-  std::unique_lock<std::mutex> lock(shared->mutex);
-  shared->finished.wait(lock, [&] { return shared->done.load() == parts; });
+  pad_copy(x + e * g.h * g.w * g.ci, g.h, g.w, g.ci, g.top, g.left, g.hp, g.wp, padded);
 }
 
 // Channel i of the input tile under pooling window (r, c): (kh + 1) x (kw + 1) values.
@@ -240,7 +207,7 @@ ffi::Error kernel_gradient(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D
   using T = ffi::NativeType<D>;
   const Geometry g(x.dimensions(), dk->dimensions(), pad_top, pad_bottom, pad_left, pad_right);
   const int64_t size = g.kh * g.kw * g.ci * g.co;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), g.n));
+  const int64_t parts = split_parts(pool, g.n);
   // One sum per block, added in block order: the result does not depend on which thread ran what.
   std::vector<T> sums(parts * size, T(0));
   ffi::Error error = by_channels(g, [&]<int CO>() {

@@ -1,21 +1,24 @@
-"""Convolution + 2×2 max pooling of a network's first layer, in C++ through XLA's FFI (CPU only).
+"""The C++ kernels of the "patches" path, through XLA's FFI (CPU only).
 
-A first layer has 1 or 3 input channels: its convolution has almost no arithmetic per
-output, and as matrix products (``jaxnets.kernels.conv``) its time goes into building
-patches, selecting the pooling's maxima and scattering ∂y back, operation by operation,
-each a pass over memory that XLA's threads may hand between CPUs. ``conv_pool.cc`` does it
-in one pass per example: the four convolution outputs of each pooling window come from
-the input tile under the window and are pooled at once, keeping the index of the first
-maximum. The backward pass is two more calls, the kernel gradient and the input gradient,
-so that XLA drops the input gradient where nothing reads it (a first layer). Each call
-splits the batch into one block of examples per thread of XLA's pool, and a thread keeps
-to its block through the call.
+Two fused convolutions with 2×2 max pooling run in C++ on the CPU (docs/architectures/cnn.md,
+"The C++ kernels"):
 
-The library is built by ``pip install`` from ``conv_pool.cc`` (setup.py) against the XLA
-FFI headers that jaxlib ships, for the installing machine's CPU. Where it could not be
-built (no C++20 compiler), ``AVAILABLE`` is False, ``UNAVAILABLE`` says why, and the
-"patches" path runs its JAX kernels instead, with the same values. Lowered for any
-platform but the CPU, the same call runs the JAX kernels (``lax.platform_dependent``).
+- ``conv_pool.cc``: a network's first layer (1 to 3 input channels). Its convolution has
+  almost no arithmetic per output, and as matrix products (``jaxnets.kernels.conv``) its time
+  goes into building patches, selecting the maxima and scattering ∂y back, one pass over
+  memory per operation. The handler computes the four outputs of each pooling window from the
+  input tile under it and pools them at once, keeping the index of the first maximum. The
+  backward pass is two more calls, the kernel gradient and the input gradient, so that XLA
+  drops the input gradient where nothing reads it. This module holds that layer's VJP.
+- ``winograd.cc``: F(2×2, 3×3) (``jaxnets.kernels.winograd``, which holds its VJP), every step
+  for a group of tiles while it is in cache.
+
+Each call splits the batch into one block of examples per thread of XLA's pool, and a thread
+keeps to its block through the call. The library is built by ``pip install`` (setup.py)
+against the XLA FFI headers that jaxlib ships, for the installing machine's CPU. Where it
+could not be built (no C++20 compiler), ``AVAILABLE`` is False, ``UNAVAILABLE`` says why, and
+the "patches" path runs its JAX kernels instead, with the same values. Lowered for any
+platform but the CPU, the same calls run the JAX kernels (``on_cpu``: ``lax.platform_dependent``).
 """
 from __future__ import annotations
 
@@ -40,13 +43,14 @@ OUTPUT_CHANNELS = (8, 16, 32, 64)
 #: Largest kernel side handled here.
 MAX_KERNEL_SIZE = 7
 _SUFFIX = {jnp.dtype(jnp.float32): "F32", jnp.dtype(jnp.float64): "F64"}
-_HANDLERS = ("ConvPoolForward", "ConvPoolKernelGradient", "ConvPoolInputGradient")
+_HANDLERS = ("ConvPoolForward", "ConvPoolKernelGradient", "ConvPoolInputGradient", "WinogradForward",
+             "WinogradBackward")
 
 
 def library_path(folder: Path = Path(__file__).parent) -> Path | None:
-    """The built library next to this file (``_conv_pool`` with this Python's extension suffix), or None."""
+    """The built library next to this file (``_cpu_kernels`` with this Python's extension suffix), or None."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = folder / f"_conv_pool{suffix}"
+        path = folder / f"_cpu_kernels{suffix}"
         if path.is_file():
             return path
     return None
@@ -56,7 +60,7 @@ def _register() -> str | None:
     """Load the library and register its handlers with XLA: None, or why it cannot run."""
     path = library_path()
     if path is None:
-        return "jaxnets/kernels/_conv_pool was not built (pip install could not compile conv_pool.cc)"
+        return "jaxnets/kernels/_cpu_kernels was not built (pip install could not compile conv_pool.cc, winograd.cc)"
     try:
         library = ctypes.cdll.LoadLibrary(str(path))
     except OSError as error:
@@ -139,6 +143,39 @@ def _native_backward(pads, residuals, dy):
 _native_conv_pool.defvjp(_native_forward, _native_backward)
 
 
+def on_cpu(native: Callable[[Array, Array], Array], elsewhere: Callable[[Array, Array], Array], x: Array,
+           kernel: Array) -> Array:
+    """``native(x, kernel)`` where the computation is lowered for the CPU, ``elsewhere(x, kernel)`` on any other platform."""
+    return lax.platform_dependent(x, kernel, cpu=native, default=elsewhere)
+
+
+def winograd_applies(x_shape: Sequence[int], dtype) -> bool:
+    """Whether ``winograd_forward`` / ``winograd_backward`` take this input: float32 or float64, 2-D, and input
+    and output channels of 1, 2, 4 or 8 vectors of 64 bytes (16 to 128 float32, 8 to 64 float64), with the library
+    ``AVAILABLE``. (The output channels are checked by ``winograd_channels_fit``.)"""
+    return AVAILABLE and len(x_shape) == 4 and jnp.dtype(dtype) in _SUFFIX and winograd_channels_fit(x_shape[-1], dtype)
+
+
+def winograd_channels_fit(channels: int, dtype) -> bool:
+    """Whether ``channels`` is 1, 2, 4 or 8 vectors of 64 bytes of ``dtype`` (winograd.cc's ``by_vectors``)."""
+    lanes = 64 // jnp.dtype(dtype).itemsize
+    return channels % lanes == 0 and channels // lanes in (1, 2, 4, 8)
+
+
+def winograd_forward(x: Array, u: Array, pads) -> tuple[Array, Array]:
+    """F(2×2, 3×3) convolution + 2×2 max pooling from the kernel's transform ``u`` (16, C_in, C_out): (y, index)."""
+    shape = _pooled_shape(x.shape, (3, 3), pads)[:3] + (u.shape[-1],)
+    return _call("WinogradForward", x.dtype, (jax.ShapeDtypeStruct(shape, x.dtype), jax.ShapeDtypeStruct(shape, jnp.int8)),
+                 x, u, pads=pads)
+
+
+def winograd_backward(x: Array, dy: Array, index: Array, u_t: Array, pads) -> tuple[Array, Array]:
+    """The transformed kernel's gradient ∂U (16, C_in, C_out) and ∂x, from ``u_t`` = Uᵀ (16, C_out, C_in)."""
+    du = jax.ShapeDtypeStruct((16, u_t.shape[2], u_t.shape[1]), x.dtype)
+    return _call("WinogradBackward", x.dtype, (du, jax.ShapeDtypeStruct(x.shape, x.dtype)), x, dy, index, u_t,
+                 pads=pads)
+
+
 def convolve_max_pool(x: Array, kernel: Array, pads: tuple[tuple[int, int], tuple[int, int]],
                       elsewhere: Callable[[Array, Array], Array]) -> Array:
     """max_pool(x ⋆ kernel, 2×2) at stride 1 with explicit ``pads``, by the C++ kernels on the CPU.
@@ -155,8 +192,9 @@ def convolve_max_pool(x: Array, kernel: Array, pads: tuple[tuple[int, int], tupl
     Returns:
       (N, ⌊H_out/2⌋, ⌊W_out/2⌋, C_out).
     """
-    return lax.platform_dependent(x, kernel, cpu=lambda x, k: _native_conv_pool(x, k, pads), default=elsewhere)
+    return on_cpu(lambda x, k: _native_conv_pool(x, k, pads), elsewhere, x, kernel)
 
 
 __all__ = ["AVAILABLE", "MAX_INPUT_CHANNELS", "MAX_KERNEL_SIZE", "OUTPUT_CHANNELS", "UNAVAILABLE", "applies",
-           "convolve_max_pool", "library_path"]
+           "convolve_max_pool", "library_path", "on_cpu", "winograd_applies", "winograd_backward", "winograd_channels_fit",
+           "winograd_forward"]

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxnets.kernels import native
 from jaxnets.kernels.conv import chunk_examples, merge_chunks, to_chunks
 from jaxnets.kernels.pooling import first_max_index
 from jaxnets.kernels.windows import Padding, explicit_padding
@@ -187,7 +188,16 @@ def convolve_max_pool(x: Array, kernel: Array, padding: Padding = "SAME") -> Arr
     >>> convolve_max_pool(x, jnp.ones((3, 3, 1, 1)))[0, :, :, 0].tolist()
     [[45.0, 54.0], [81.0, 90.0]]
     """
-    return _winograd_conv_pool(x, kernel, padding, examples_per_chunk(x, kernel.shape[-1], padding))
+    chunk = examples_per_chunk(x, kernel.shape[-1], padding)
+
+    def in_jax(x, kernel):
+        return _winograd_conv_pool(x, kernel, padding, chunk)
+
+    if (native.winograd_applies(x.shape, x.dtype) and native.winograd_channels_fit(kernel.shape[-1], x.dtype)
+            and kernel.dtype == x.dtype):
+        pads = _geometry(x.shape, padding)[0]
+        return native.on_cpu(lambda x, kernel: _winograd_in_cpp(x, kernel, pads), in_jax, x, kernel)
+    return in_jax(x, kernel)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -219,12 +229,38 @@ def _winograd_backward(padding, chunk, residuals, dy):
         du, dx = lax.scan(one_chunk, jnp.zeros(u.shape, accumulate),
                           tuple(to_chunks(a, chunk) for a in (x, dy, index)))
         dx = merge_chunks(dx, x.shape[0])
-    g = jnp.asarray(_G, accumulate)
-    dw = jnp.einsum("xa,xyio,yb->abio", g, du.reshape(4, 4, *u.shape[1:]), g)
-    return dx, dw.astype(kernel.dtype)
+    return dx, _kernel_gradient(du, kernel.dtype)
+
+
+def _kernel_gradient(du: Array, dtype) -> Array:
+    """∂W = Gᵀ ∂U G from ∂U (16, C_in, C_out)."""
+    g = jnp.asarray(_G, du.dtype)
+    return jnp.einsum("xa,xyio,yb->abio", g, du.reshape(4, 4, *du.shape[1:]), g).astype(dtype)
 
 
 _winograd_conv_pool.defvjp(_winograd_forward, _winograd_backward)
+
+
+# The same algorithm in C++ (jaxnets.kernels.native, winograd.cc): every step for a group of
+# tiles while it is in cache, each of XLA's threads on its own block of examples.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _winograd_in_cpp(x, kernel, pads):
+    return native.winograd_forward(x, _kernel_tiles(kernel), pads)[0]
+
+
+def _winograd_in_cpp_forward(x, kernel, pads):
+    y, index = native.winograd_forward(x, _kernel_tiles(kernel), pads)
+    return y, (x, kernel, index)
+
+
+def _winograd_in_cpp_backward(pads, residuals, dy):
+    x, kernel, index = residuals
+    u_t = jnp.swapaxes(_kernel_tiles(kernel), 1, 2)
+    du, dx = native.winograd_backward(x, dy.astype(x.dtype), index, u_t, pads)
+    return dx, _kernel_gradient(du, kernel.dtype)
+
+
+_winograd_in_cpp.defvjp(_winograd_in_cpp_forward, _winograd_in_cpp_backward)
 
 
 __all__ = ["WINOGRAD_CHUNK_BYTES", "WINOGRAD_MIN_CHANNELS", "applies", "convolve_max_pool", "examples_per_chunk"]
