@@ -136,7 +136,7 @@ def convolve_max_pool(x: Array, kernel: Array, window: int | Sequence[int],
     def in_jax(x, kernel):
         return _patches_conv_pool(x, kernel, strides, padding, window, chunk)
 
-    if native.applies(x.shape, kernel.shape, x.dtype, strides, window) and kernel.dtype == x.dtype:
+    if native.first_layer_applies(x.shape, kernel.shape, x.dtype, strides, window) and kernel.dtype == x.dtype:
         pads = explicit_padding(x.shape[1:-1], kernel.shape[:-2], strides, padding)
         return native.convolve_max_pool(x, kernel, pads, in_jax)
     return in_jax(x, kernel)

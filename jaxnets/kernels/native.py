@@ -56,29 +56,49 @@ def library_path(folder: Path = Path(__file__).parent) -> Path | None:
     return None
 
 
-def _register() -> str | None:
-    """Load the library and register its handlers with XLA: None, or why it cannot run."""
+def _register() -> tuple[str | None, int]:
+    """Load the library and register its handlers with XLA: (None, or why it cannot run; its vector bytes)."""
     path = library_path()
     if path is None:
-        return "jaxnets/kernels/_cpu_kernels was not built (pip install could not compile conv_pool.cc, winograd.cc)"
+        return "jaxnets/kernels/_cpu_kernels was not built (pip install could not compile conv_pool.cc, winograd.cc)", 0
     try:
         library = ctypes.cdll.LoadLibrary(str(path))
     except OSError as error:
-        return f"{path.name} did not load: {error}"
+        return f"{path.name} did not load: {error}", 0
+    vector_bytes = int(library.jaxnets_vector_bytes())
+    missing = missing_vector_feature(vector_bytes)
+    if missing:
+        return (f"{path.name} was built for a CPU with {missing} (vectors of {vector_bytes} bytes), which this one "
+                "lacks: reinstall jaxnets on this machine"), 0
     for handler in _HANDLERS:
         for suffix in _SUFFIX.values():
             jax.ffi.register_ffi_target(f"jaxnets_{handler}{suffix}", jax.ffi.pycapsule(getattr(library, handler + suffix)),
                                         platform="cpu")
-    return None
+    return None, vector_bytes
+
+
+def missing_vector_feature(vector_bytes: int, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The x86 vector extension a library built for ``vector_bytes`` needs and this CPU lacks, or None.
+
+    pip builds the library for the installing machine's CPU; on a shared disk another machine
+    may lack its instructions and would stop at the first one. Checked where Linux lists the
+    CPU's flags (x86-64); elsewhere nothing is checked.
+    """
+    needed = {64: "avx512f", 32: "avx"}.get(vector_bytes)
+    if needed is None or not cpuinfo.is_file():
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), None)
+    return None if flags is None or needed in flags else needed
 
 
 # Registering is a process-wide effect, like jax's own custom calls: once, when imported.
-UNAVAILABLE: str | None = _register()
+UNAVAILABLE, VECTOR_BYTES = _register()
 #: Whether the C++ kernels are built and registered in this process.
 AVAILABLE = UNAVAILABLE is None
 
 
-def applies(x_shape: Sequence[int], kernel_shape: Sequence[int], dtype, strides: Sequence[int],
+def first_layer_applies(x_shape: Sequence[int], kernel_shape: Sequence[int], dtype, strides: Sequence[int],
             window: Sequence[int]) -> bool:
     """Whether this convolution + max pooling runs here on the CPU.
 
@@ -149,17 +169,18 @@ def on_cpu(native: Callable[[Array, Array], Array], elsewhere: Callable[[Array, 
     return lax.platform_dependent(x, kernel, cpu=native, default=elsewhere)
 
 
-def winograd_applies(x_shape: Sequence[int], dtype) -> bool:
-    """Whether ``winograd_forward`` / ``winograd_backward`` take this input: float32 or float64, 2-D, and input
-    and output channels of 1, 2, 4 or 8 vectors of 64 bytes (16 to 128 float32, 8 to 64 float64), with the library
-    ``AVAILABLE``. (The output channels are checked by ``winograd_channels_fit``.)"""
-    return AVAILABLE and len(x_shape) == 4 and jnp.dtype(dtype) in _SUFFIX and winograd_channels_fit(x_shape[-1], dtype)
+def winograd_applies(x_shape: Sequence[int], c_out: int, dtype) -> bool:
+    """Whether ``winograd_forward`` / ``winograd_backward`` take a 2-D input of ``x_shape`` with ``c_out`` output
+    channels: float32 or float64, input and output channels of 1, 2, 4, 8 or 16 of the library's vectors
+    (``VECTOR_BYTES``: 64 with AVX-512, so 16 to 256 float32 channels), with the library ``AVAILABLE``."""
+    return (AVAILABLE and len(x_shape) == 4 and jnp.dtype(dtype) in _SUFFIX
+            and all(whole_vectors(channels, dtype) for channels in (x_shape[-1], c_out)))
 
 
-def winograd_channels_fit(channels: int, dtype) -> bool:
-    """Whether ``channels`` is 1, 2, 4 or 8 vectors of 64 bytes of ``dtype`` (winograd.cc's ``by_vectors``)."""
-    lanes = 64 // jnp.dtype(dtype).itemsize
-    return channels % lanes == 0 and channels // lanes in (1, 2, 4, 8)
+def whole_vectors(channels: int, dtype) -> bool:
+    """Whether ``channels`` is 1, 2, 4, 8 or 16 vectors of ``dtype`` (winograd.cc's ``by_vectors``)."""
+    lanes = VECTOR_BYTES // jnp.dtype(dtype).itemsize if VECTOR_BYTES else 0
+    return lanes > 0 and channels % lanes == 0 and channels // lanes in (1, 2, 4, 8, 16)
 
 
 def winograd_forward(x: Array, u: Array, pads) -> tuple[Array, Array]:
@@ -180,7 +201,7 @@ def convolve_max_pool(x: Array, kernel: Array, pads: tuple[tuple[int, int], tupl
                       elsewhere: Callable[[Array, Array], Array]) -> Array:
     """max_pool(x ⋆ kernel, 2×2) at stride 1 with explicit ``pads``, by the C++ kernels on the CPU.
 
-    Call it where ``applies``. Ties go to the first maximum in row-major order and a NaN
+    Call it where ``first_layer_applies``. Ties go to the first maximum in row-major order and a NaN
     in a window makes its pooled value NaN, as in ``jaxnets.kernels.pooling.max_pool``.
 
     Args:
@@ -195,6 +216,6 @@ def convolve_max_pool(x: Array, kernel: Array, pads: tuple[tuple[int, int], tupl
     return on_cpu(lambda x, k: _native_conv_pool(x, k, pads), elsewhere, x, kernel)
 
 
-__all__ = ["AVAILABLE", "MAX_INPUT_CHANNELS", "MAX_KERNEL_SIZE", "OUTPUT_CHANNELS", "UNAVAILABLE", "applies",
-           "convolve_max_pool", "library_path", "on_cpu", "winograd_applies", "winograd_backward", "winograd_channels_fit",
-           "winograd_forward"]
+__all__ = ["AVAILABLE", "MAX_INPUT_CHANNELS", "MAX_KERNEL_SIZE", "OUTPUT_CHANNELS", "UNAVAILABLE", "VECTOR_BYTES",
+           "convolve_max_pool", "first_layer_applies", "library_path", "missing_vector_feature", "on_cpu",
+           "whole_vectors", "winograd_applies", "winograd_backward", "winograd_forward"]

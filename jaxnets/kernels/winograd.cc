@@ -8,9 +8,9 @@
 // += V^T dM, dV = dM U^T and the input gradient's tiles added back where they overlap. The
 // kernel's transforms (U = G g G^T and dW = G^T dU G) stay in JAX: they are tiny.
 //
-// Channels are handled as vectors of 64 bytes (GCC/Clang vector extensions: 16 floats or 8
-// doubles, split by the compiler into whatever the CPU has), so the channel counts must be
-// multiples of that (native.py checks). Each call gives every thread of XLA's pool one block of
+// Channels are handled as vectors of the target's widest width (GCC/Clang vector extensions:
+// 64 bytes with AVX-512, 32 with AVX, 16 otherwise), so the channel counts must be 1, 2, 4, 8 or 16
+// such vectors (native.py checks, asking jaxnets_vector_bytes). Each call gives every thread of XLA's pool one block of
 // examples (split, in cpu_blocks.h); the kernel gradient is summed per block, then in block order.
 #include <algorithm>
 #include <cmath>
@@ -26,21 +26,33 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// The widest vectors this build's target has, and how many of them it keeps in registers: a
+// wider vector type than the hardware's would be split and spilled by the compiler.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64, kRegisters = 32;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32, kRegisters = 16;
+#elif defined(__aarch64__)
+constexpr int kVectorBytes = 16, kRegisters = 32;
+#else
+constexpr int kVectorBytes = 16, kRegisters = 16;
+#endif
+
 template <typename T> struct Lanes;
 template <> struct Lanes<float> {
-  typedef float type __attribute__((vector_size(64)));
-  typedef int32_t mask __attribute__((vector_size(64)));  // what comparing two vectors gives
-  typedef int8_t bytes __attribute__((vector_size(16)));  // the pooling indices of one vector
+  typedef float type __attribute__((vector_size(kVectorBytes)));
+  typedef int32_t mask __attribute__((vector_size(kVectorBytes)));  // what comparing two vectors gives
+  typedef int8_t bytes __attribute__((vector_size(kVectorBytes / 4)));  // the pooling indices of one vector
 };
 template <> struct Lanes<double> {
-  typedef double type __attribute__((vector_size(64)));
-  typedef int64_t mask __attribute__((vector_size(64)));
-  typedef int8_t bytes __attribute__((vector_size(8)));
+  typedef double type __attribute__((vector_size(kVectorBytes)));
+  typedef int64_t mask __attribute__((vector_size(kVectorBytes)));
+  typedef int8_t bytes __attribute__((vector_size(kVectorBytes / 8)));
 };
 template <typename T> using Vec = typename Lanes<T>::type;
 template <typename T> using Mask = typename Lanes<T>::mask;
 template <typename T> using Bytes = typename Lanes<T>::bytes;
-template <typename T> constexpr int64_t kLanes = 64 / sizeof(T);
+template <typename T> constexpr int64_t kLanes = kVectorBytes / sizeof(T);
 
 template <typename T> inline Vec<T> load(const T* p) { Vec<T> v; std::memcpy(&v, p, sizeof(v)); return v; }
 template <typename T> inline void store(T* p, const Vec<T>& v) { std::memcpy(p, &v, sizeof(v)); }
@@ -85,18 +97,24 @@ inline void rows_times(const T* a, int64_t a_row, int64_t a_k, const T* b, int64
     }
 }
 
-// The whole product C (rows x NV lanes) = (C +) A B, in blocks of rows that fit the registers.
+// The whole product C (rows x NV vectors) = (C +) A B: blocks of 6 rows and of as many columns
+// as leave registers for the row's broadcast and the columns' loads.
 template <typename T, int NV>
 void times(const T* a, int64_t a_row, int64_t a_k, const T* b, int64_t b_row, int64_t depth, T* c, int64_t c_row,
            int64_t rows, bool add) {
-  constexpr int R = NV >= 4 ? 6 : 8;
-  int64_t r = 0;
-  for (; r + R <= rows; r += R)
-    rows_times<T, R, NV>(a + r * a_row, a_row, a_k, b, b_row, depth, c + r * c_row, c_row, add);
-  for (; r < rows; ++r) rows_times<T, 1, NV>(a + r * a_row, a_row, a_k, b, b_row, depth, c + r * c_row, c_row, add);
+  constexpr int R = 6, NB = std::min(NV, kRegisters == 32 ? 4 : 2);
+  for (int j = 0; j < NV; j += NB) {
+    const T* bj = b + j * kLanes<T>;
+    T* cj = c + j * kLanes<T>;
+    int64_t r = 0;
+    for (; r + R <= rows; r += R)
+      rows_times<T, R, NB>(a + r * a_row, a_row, a_k, bj, b_row, depth, cj + r * c_row, c_row, add);
+    for (; r < rows; ++r) rows_times<T, 1, NB>(a + r * a_row, a_row, a_k, bj, b_row, depth, cj + r * c_row, c_row, add);
+  }
 }
 
-// Runs body.template operator()<NV>() with NV = vectors per row of `channels` (1, 2, 4 or 8).
+// Runs body.template operator()<NV>() with NV = vectors per row of `channels` (1, 2, 4, 8 or 16).
+// jaxnets.kernels.native.whole_vectors asks the library for its vector width.
 template <typename T, typename Body>
 bool by_vectors(int64_t channels, const Body& body) {
   switch (channels / kLanes<T>) {
@@ -104,6 +122,7 @@ bool by_vectors(int64_t channels, const Body& body) {
     case 2: body.template operator()<2>(); return true;
     case 4: body.template operator()<4>(); return true;
     case 8: body.template operator()<8>(); return true;
+    case 16: body.template operator()<16>(); return true;
     default: return false;
   }
 }
@@ -261,7 +280,7 @@ void backward_block(const T* x, const T* dy, const int8_t* index, const T* u_t, 
 }
 
 ffi::Error unsupported() {
-  return ffi::Error::InvalidArgument("winograd: channel counts must be 1, 2, 4 or 8 vectors of 64 bytes");
+  return ffi::Error::InvalidArgument("winograd: channel counts must be 1, 2, 4, 8 or 16 vectors (jaxnets_vector_bytes)");
 }
 
 template <ffi::DataType D>
@@ -305,6 +324,9 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> dy, f
 }
 
 }  // namespace
+
+// The vector width this build uses, for the Python side's channel check.
+extern "C" int jaxnets_vector_bytes() { return kVectorBytes; }
 
 #define JAXNETS_PADS                                                                              \
   .Attr<int64_t>("pad_top").Attr<int64_t>("pad_bottom").Attr<int64_t>("pad_left").Attr<int64_t>( \

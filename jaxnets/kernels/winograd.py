@@ -193,8 +193,7 @@ def convolve_max_pool(x: Array, kernel: Array, padding: Padding = "SAME") -> Arr
     def in_jax(x, kernel):
         return _winograd_conv_pool(x, kernel, padding, chunk)
 
-    if (native.winograd_applies(x.shape, x.dtype) and native.winograd_channels_fit(kernel.shape[-1], x.dtype)
-            and kernel.dtype == x.dtype):
+    if native.winograd_applies(x.shape, kernel.shape[-1], x.dtype) and kernel.dtype == x.dtype:
         pads = _geometry(x.shape, padding)[0]
         return native.on_cpu(lambda x, kernel: _winograd_in_cpp(x, kernel, pads), in_jax, x, kernel)
     return in_jax(x, kernel)
