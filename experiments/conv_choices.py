@@ -1,10 +1,12 @@
 """Which algorithm and chunk size for each convolution? The benchmark CNN's step under each setting, timed.
 
     python -m experiments.conv_choices                          # every setting, 3 processes each (about 3 minutes)
-    python -m experiments.conv_choices --settings library no-winograd --update-docs
+    python -m experiments.conv_choices --settings library jax-kernels --update-docs
     python -m experiments.conv_choices --docs-from results/conv_choices   # re-render a saved run into the docs
 
-The "patches" path has three knobs, all read when a step is traced:
+On the CPU the "patches" path runs its C++ kernels where they apply (``jaxnets.kernels.native``;
+the ``library`` setting); the ``jax-*`` settings turn them off and time the JAX kernels, which run
+where the library could not be built, under three knobs, all read when a step is traced:
 ``jaxnets.kernels.conv.PATCH_CHUNK_BYTES`` (examples per chunk of the patch products),
 ``jaxnets.kernels.winograd.WINOGRAD_CHUNK_BYTES`` (examples per chunk of Winograd's
 transforms) and ``winograd.WINOGRAD_MIN_CHANNELS`` (fewest input channels for which a 3×3
@@ -33,15 +35,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_PAGE = ROOT / "docs" / "architectures" / "cnn.md"
-#: Setting name -> the knobs it changes (MiB for chunk targets; "winograd_from": input channels).
+#: Setting name -> the knobs it changes (MiB for chunk targets; "winograd_from": input channels;
+#: "cpp": 0 turns the C++ kernels off, so the JAX kernels and their constants run).
 SETTINGS: dict[str, dict[str, float]] = {
     "library": {},
-    "no-winograd": {"winograd_from": 10**9},
-    "winograd-first-layer-too": {"winograd_from": 1},
-    "winograd-5mib": {"winograd_mib": 5},
-    "winograd-20mib": {"winograd_mib": 20},
-    "patch-2mib": {"patch_mib": 2},
-    "patch-8mib": {"patch_mib": 8},
+    "jax-kernels": {"cpp": 0},
+    "jax-no-winograd": {"cpp": 0, "winograd_from": 10**9},
+    "jax-winograd-first-layer-too": {"cpp": 0, "winograd_from": 1},
+    "jax-winograd-5mib": {"cpp": 0, "winograd_mib": 5},
+    "jax-winograd-20mib": {"cpp": 0, "winograd_mib": 20},
+    "jax-patch-2mib": {"cpp": 0, "patch_mib": 2},
+    "jax-patch-8mib": {"cpp": 0, "patch_mib": 8},
 }
 #: The benchmark CNN's convolutions: (input shape, kernel shape).
 LAYERS = (((256, 28, 28, 1), (3, 3, 1, 32)), ((256, 14, 14, 32), (3, 3, 32, 64)))
@@ -49,9 +53,11 @@ LAYERS = (((256, 28, 28, 1), (3, 3, 1, 32)), ((256, 14, 14, 32), (3, 3, 32, 64))
 
 def apply_setting(name: str) -> None:
     """Set the kernels' knobs for setting ``name`` in this process (before a step is traced)."""
-    from jaxnets.kernels import conv, winograd
+    from jaxnets.kernels import conv, native, winograd
 
     knobs = SETTINGS[name]
+    if knobs.get("cpp", 1) == 0:
+        native.AVAILABLE = False
     if "patch_mib" in knobs:
         conv.PATCH_CHUNK_BYTES = int(knobs["patch_mib"] * 2**20)
     if "winograd_mib" in knobs:
@@ -76,13 +82,16 @@ def layer_choices() -> list[str]:
     """How each of the benchmark CNN's convolutions (fused with its pooling) runs: algorithm and examples per chunk."""
     import jax.numpy as jnp
 
-    from jaxnets.kernels import conv, winograd
+    from jaxnets.kernels import conv, native, winograd
 
     out = []
     for x_shape, k_shape in LAYERS:
         x = jnp.zeros(x_shape)
         if winograd.applies(k_shape, (1, 1), (2, 2)):
-            out.append(f"Winograd {winograd.examples_per_chunk(x, k_shape[-1], 'SAME')}")
+            out.append("C++ Winograd" if native.winograd_applies(x_shape, k_shape[-1], x.dtype)
+                       else f"Winograd {winograd.examples_per_chunk(x, k_shape[-1], 'SAME')}")
+        elif native.first_layer_applies(x_shape, k_shape, x.dtype, (1, 1), (2, 2)):
+            out.append("C++ conv + pool")
         else:
             out.append(f"patches {conv.examples_per_chunk(x, jnp.zeros(k_shape), (1, 1), 'SAME', with_output=True)}")
     return out
@@ -143,11 +152,12 @@ def describe_settings(names: list[str]) -> str:
     """One line per setting: what it changes from the library's constants."""
     from jaxnets.kernels import conv, winograd
 
-    library = (f"the library's constants: patch chunks of {conv.PATCH_CHUNK_BYTES / 2**20:g} MiB, Winograd chunks "
-               f"of {winograd.WINOGRAD_CHUNK_BYTES / 2**20:g} MiB, Winograd from "
-               f"{winograd.WINOGRAD_MIN_CHANNELS} input channels")
-    words = {"patch_mib": "patch chunks of {:g} MiB", "winograd_mib": "Winograd chunks of {:g} MiB",
-             "winograd_from": "Winograd from {:g} input channels"}
+    library = ("the library as installed: its C++ kernels where they apply (jaxnets.kernels.native), and "
+               f"patch chunks of {conv.PATCH_CHUNK_BYTES / 2**20:g} MiB, Winograd chunks of "
+               f"{winograd.WINOGRAD_CHUNK_BYTES / 2**20:g} MiB, Winograd from {winograd.WINOGRAD_MIN_CHANNELS} input "
+               "channels in JAX")
+    words = {"cpp": "the JAX kernels only", "patch_mib": "patch chunks of {:g} MiB",
+             "winograd_mib": "Winograd chunks of {:g} MiB", "winograd_from": "Winograd from {:g} input channels"}
     lines = []
     for name in names:
         knobs = SETTINGS[name]

@@ -333,25 +333,28 @@ def test_the_choices_table_counts_only_normal_rounds_and_groups_processes_by_set
 
 def test_the_choices_experiment_reports_each_layer_as_the_library_runs_it(monkeypatch):
     from experiments import conv_choices
-    from jaxnets.kernels import conv, winograd
+    from jaxnets.kernels import conv, native, winograd
 
     # 4 MiB: 32 examples of the first layer (784 positions x (9 + 32) floats); the second layer by
     # Winograd, 10 MiB: 32 examples (49 tiles x 16 positions x (32 + 64) floats)
     assert conv.PATCH_CHUNK_BYTES == 4 * 2**20 and winograd.WINOGRAD_CHUNK_BYTES == 10 * 2**20
-    assert conv_choices.layer_choices() == ["patches 32", "Winograd 32"]
-    for name, expected in [("no-winograd", ["patches 32", "patches 8"]),
-                           ("winograd-first-layer-too", ["Winograd 16", "Winograd 32"]),
-                           ("winograd-5mib", ["patches 32", "Winograd 16"]),
-                           ("patch-8mib", ["patches 64", "Winograd 32"])]:
+    assert conv_choices.layer_choices() == (["C++ conv + pool", "C++ Winograd"] if native.AVAILABLE
+                                            else ["patches 32", "Winograd 32"])
+    for name, expected in [("jax-kernels", ["patches 32", "Winograd 32"]),
+                           ("jax-no-winograd", ["patches 32", "patches 8"]),
+                           ("jax-winograd-first-layer-too", ["Winograd 16", "Winograd 32"]),
+                           ("jax-winograd-5mib", ["patches 32", "Winograd 16"]),
+                           ("jax-patch-8mib", ["patches 64", "Winograd 32"])]:
         with monkeypatch.context() as patch:  # apply_setting assigns the module constants; undone after each
             for module, attribute in [(conv, "PATCH_CHUNK_BYTES"), (winograd, "WINOGRAD_CHUNK_BYTES"),
-                                      (winograd, "WINOGRAD_MIN_CHANNELS")]:
+                                      (winograd, "WINOGRAD_MIN_CHANNELS"), (native, "AVAILABLE")]:
                 patch.setattr(module, attribute, getattr(module, attribute))
             conv_choices.apply_setting(name)
             assert conv_choices.layer_choices() == expected, name
-    assert conv_choices.describe_settings(["library", "no-winograd"]).splitlines() == [
-        "- `library`: the library's constants: patch chunks of 4 MiB, Winograd chunks of 10 MiB, Winograd from 8 "
-        "input channels", "- `no-winograd`: no Winograd"]
+    assert conv_choices.describe_settings(["library", "jax-no-winograd"]).splitlines() == [
+        "- `library`: the library as installed: its C++ kernels where they apply (jaxnets.kernels.native), and patch "
+        "chunks of 4 MiB, Winograd chunks of 10 MiB, Winograd from 8 input channels in JAX",
+        "- `jax-no-winograd`: the JAX kernels only, no Winograd"]
 
 
 def test_the_choices_experiment_rejects_an_unknown_setting_in_one_line(capsys):
