@@ -145,19 +145,20 @@ def test_without_the_library_the_patches_path_runs_its_jax_kernels(monkeypatch):
 
 
 @needs_library
-def test_under_a_sharded_jit_every_device_runs_the_layer_on_the_gathered_batch():
+@pytest.mark.parametrize("c_in, handler", [(1, "ConvPoolKernelGradient"), (16, "WinogradBackward")])
+def test_under_a_sharded_jit_every_device_runs_the_layer_on_the_gathered_batch(c_in, handler):
     """cnn.md: XLA cannot split the custom call by rows; it gathers the batch, and the values stay the same."""
     from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
     mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:2])
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(8, 8, 8, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in, 16)), jnp.float32)
     grad = jax.jit(jax.grad(lambda b, a: jnp.sum(_native_path("SAME")(a, b) ** 2)))
     rows, whole = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
     xs, ws = jax.device_put(x, rows), jax.device_put(w, whole)
     compiled = grad.lower(ws, xs).compile().as_text()
-    assert "all-gather" in compiled and "jaxnets_ConvPoolKernelGradientF32" in compiled
+    assert "all-gather" in compiled and f"jaxnets_{handler}F32" in compiled
     np.testing.assert_allclose(np.asarray(grad(ws, xs)), np.asarray(grad(w, x)), rtol=1e-6, atol=1e-6)
 
 
