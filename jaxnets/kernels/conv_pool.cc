@@ -239,32 +239,10 @@ ffi::Error input_gradient(ffi::ThreadPool pool, ffi::Buffer<D> k, ffi::Buffer<D>
 
 }  // namespace
 
-#define JAXNETS_PADS                                                                   \
-  .Attr<int64_t>("pad_top").Attr<int64_t>("pad_bottom").Attr<int64_t>("pad_left")      \
-      .Attr<int64_t>("pad_right")
-
-#define JAXNETS_HANDLERS(SUFFIX, D)                                                    \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolForward##SUFFIX, forward<D>,                   \
-                                ffi::Ffi::Bind()                                       \
-                                    .Ctx<ffi::ThreadPool>()                            \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Ret<ffi::Buffer<D>>()                             \
-                                    .Ret<ffi::Buffer<ffi::S8>>() JAXNETS_PADS);        \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolKernelGradient##SUFFIX, kernel_gradient<D>,    \
-                                ffi::Ffi::Bind()                                       \
-                                    .Ctx<ffi::ThreadPool>()                            \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Arg<ffi::Buffer<ffi::S8>>()                       \
-                                    .Ret<ffi::Buffer<D>>() JAXNETS_PADS);              \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolInputGradient##SUFFIX, input_gradient<D>,      \
-                                ffi::Ffi::Bind()                                       \
-                                    .Ctx<ffi::ThreadPool>()                            \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Arg<ffi::Buffer<D>>()                             \
-                                    .Arg<ffi::Buffer<ffi::S8>>()                       \
-                                    .Ret<ffi::Buffer<D>>() JAXNETS_PADS);
+#define JAXNETS_HANDLERS(SUFFIX, D)                                                                           \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolForward##SUFFIX, forward<D>, JAXNETS_BIND_FORWARD(D));                \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolKernelGradient##SUFFIX, kernel_gradient<D>, JAXNETS_BIND_GRADIENT(D)); \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolInputGradient##SUFFIX, input_gradient<D>, JAXNETS_BIND_GRADIENT(D));
 
 JAXNETS_HANDLERS(F32, ffi::F32)
 JAXNETS_HANDLERS(F64, ffi::F64)

@@ -62,4 +62,26 @@ void split(xla::ffi::ThreadPool& pool, int64_t count, const Work& work) {
 
 }  // namespace jaxnets
 
+// The bindings of the handlers' signatures. Every handler takes XLA's thread pool first and the
+// explicit zero padding last, as four integer attributes; a forward pass takes (input, kernel)
+// and returns (pooled output, index of each window's first maximum); a gradient of the first
+// layer takes (one array, dy, index) and returns one array.
+#define JAXNETS_BIND_FORWARD(D)                                                                         \
+  xla::ffi::Ffi::Bind()                                                                                 \
+      .Ctx<xla::ffi::ThreadPool>()                                                                      \
+      .Arg<xla::ffi::Buffer<D>>()                                                                       \
+      .Arg<xla::ffi::Buffer<D>>()                                                                       \
+      .Ret<xla::ffi::Buffer<D>>()                                                                       \
+      .Ret<xla::ffi::Buffer<xla::ffi::S8>>() JAXNETS_PADS
+#define JAXNETS_BIND_GRADIENT(D)                                                                        \
+  xla::ffi::Ffi::Bind()                                                                                 \
+      .Ctx<xla::ffi::ThreadPool>()                                                                      \
+      .Arg<xla::ffi::Buffer<D>>()                                                                       \
+      .Arg<xla::ffi::Buffer<D>>()                                                                       \
+      .Arg<xla::ffi::Buffer<xla::ffi::S8>>()                                                            \
+      .Ret<xla::ffi::Buffer<D>>() JAXNETS_PADS
+#define JAXNETS_PADS                                                                              \
+  .Attr<int64_t>("pad_top").Attr<int64_t>("pad_bottom").Attr<int64_t>("pad_left").Attr<int64_t>( \
+      "pad_right")
+
 #endif  // JAXNETS_KERNELS_CPU_BLOCKS_H_

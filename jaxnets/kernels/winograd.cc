@@ -328,27 +328,17 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> dy, f
 // The vector width this build uses, for the Python side's channel check.
 extern "C" int jaxnets_vector_bytes() { return kVectorBytes; }
 
-#define JAXNETS_PADS                                                                              \
-  .Attr<int64_t>("pad_top").Attr<int64_t>("pad_bottom").Attr<int64_t>("pad_left").Attr<int64_t>( \
-      "pad_right")
-
-#define JAXNETS_WINOGRAD_HANDLERS(SUFFIX, D)                                                       \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradForward##SUFFIX, forward<D>,                               \
-                                ffi::Ffi::Bind()                                                   \
-                                    .Ctx<ffi::ThreadPool>()                                        \
-                                    .Arg<ffi::Buffer<D>>()                                         \
-                                    .Arg<ffi::Buffer<D>>()                                         \
-                                    .Ret<ffi::Buffer<D>>()                                         \
-                                    .Ret<ffi::Buffer<ffi::S8>>() JAXNETS_PADS);                    \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradBackward##SUFFIX, backward<D>,                             \
-                                ffi::Ffi::Bind()                                                   \
-                                    .Ctx<ffi::ThreadPool>()                                        \
-                                    .Arg<ffi::Buffer<D>>()                                         \
-                                    .Arg<ffi::Buffer<D>>()                                         \
-                                    .Arg<ffi::Buffer<ffi::S8>>()                                   \
-                                    .Arg<ffi::Buffer<D>>()                                         \
-                                    .Ret<ffi::Buffer<D>>()                                         \
-                                    .Ret<ffi::Buffer<D>>() JAXNETS_PADS);
+#define JAXNETS_WINOGRAD_HANDLERS(SUFFIX, D)                                            \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradForward##SUFFIX, forward<D>, JAXNETS_BIND_FORWARD(D)); \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradBackward##SUFFIX, backward<D>,                          \
+                                ffi::Ffi::Bind()                                                \
+                                    .Ctx<ffi::ThreadPool>()                                     \
+                                    .Arg<ffi::Buffer<D>>() /* x */                              \
+                                    .Arg<ffi::Buffer<D>>() /* dy */                             \
+                                    .Arg<ffi::Buffer<ffi::S8>>() /* index */                    \
+                                    .Arg<ffi::Buffer<D>>() /* U^T */                            \
+                                    .Ret<ffi::Buffer<D>>() /* dU */                             \
+                                    .Ret<ffi::Buffer<D>>() /* dx */ JAXNETS_PADS);
 
 JAXNETS_WINOGRAD_HANDLERS(F32, ffi::F32)
 JAXNETS_WINOGRAD_HANDLERS(F64, ffi::F64)
