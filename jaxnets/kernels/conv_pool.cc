@@ -22,7 +22,6 @@
 namespace ffi = xla::ffi;
 using jaxnets::pad_copy;
 using jaxnets::split;
-using jaxnets::split_parts;
 
 namespace {
 
@@ -206,21 +205,12 @@ ffi::Error kernel_gradient(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D
                            int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   using T = ffi::NativeType<D>;
   const Geometry g(x.dimensions(), dk->dimensions(), pad_top, pad_bottom, pad_left, pad_right);
-  const int64_t size = g.kh * g.kw * g.ci * g.co;
-  const int64_t parts = split_parts(pool, g.n);
-  // One sum per block, added in block order: the result does not depend on which thread ran what.
-  std::vector<T> sums(parts * size, T(0));
-  ffi::Error error = by_channels(g, [&]<int CO>() {
-    split(pool, g.n, [&](int64_t part, int64_t first, int64_t last) {
-      kernel_gradient_block<T, CO>(x.typed_data(), dy.typed_data(), index.typed_data(),
-                                   sums.data() + part * size, g, first, last);
+  return by_channels(g, [&]<int CO>() {
+    jaxnets::split_and_sum(pool, g.n, g.kh * g.kw * g.ci * g.co, dk->typed_data(),
+                           [&](T* block_sum, int64_t first, int64_t last) {
+      kernel_gradient_block<T, CO>(x.typed_data(), dy.typed_data(), index.typed_data(), block_sum, g, first, last);
     });
   });
-  T* out = dk->typed_data();
-  std::fill(out, out + size, T(0));
-  for (int64_t p = 0; p < parts; ++p)
-    for (int64_t s = 0; s < size; ++s) out[s] += sums[p * size + s];
-  return error;
 }
 
 template <ffi::DataType D>

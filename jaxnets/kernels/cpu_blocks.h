@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -58,6 +59,18 @@ void split(xla::ffi::ThreadPool& pool, int64_t count, const Work& work) {
   run_blocks();
   std::unique_lock<std::mutex> lock(shared->mutex);
   shared->finished.wait(lock, [&] { return shared->done.load() == parts; });
+}
+
+// split for a sum over examples: work(block_sum, first, last) adds its block's share into
+// block_sum (size zeroed values); out is then the blocks' sums added in block order, so the
+// result does not depend on which thread ran which block.
+template <typename T, typename Work>
+void split_and_sum(xla::ffi::ThreadPool& pool, int64_t count, int64_t size, T* out, const Work& work) {
+  std::vector<T> sums(split_parts(pool, count) * size, T(0));
+  split(pool, count, [&](int64_t block, int64_t first, int64_t last) { work(sums.data() + block * size, first, last); });
+  std::fill(out, out + size, T(0));
+  for (size_t at = 0; at < sums.size(); at += size)
+    for (int64_t s = 0; s < size; ++s) out[s] += sums[at + s];
 }
 
 }  // namespace jaxnets

@@ -117,9 +117,10 @@ def _attributes(pads: tuple[tuple[int, int], tuple[int, int]]) -> dict:
             zip(("pad_top", "pad_bottom", "pad_left", "pad_right"), (top, bottom, left, right))}
 
 
-def _pooled_shape(x_shape, kernel_shape, pads) -> tuple[int, ...]:
-    sizes = [(n + sum(pad) - k + 1) // 2 for n, k, pad in zip(x_shape[1:3], kernel_shape[:2], pads)]
-    return (x_shape[0], *sizes, kernel_shape[-1])
+def _pooled_shape(x_shape, kernel_hw, c_out, pads) -> tuple[int, ...]:
+    """(N, pooled height, pooled width, c_out) of a stride-1 convolution with explicit ``pads`` and 2×2 pooling."""
+    sizes = [(n + sum(pad) - k + 1) // 2 for n, k, pad in zip(x_shape[1:3], kernel_hw, pads)]
+    return (x_shape[0], *sizes, c_out)
 
 
 def _call(handler: str, dtype, results, *operands, pads):
@@ -129,7 +130,7 @@ def _call(handler: str, dtype, results, *operands, pads):
 
 
 def _forward_call(x, kernel, pads):
-    shape = _pooled_shape(x.shape, kernel.shape, pads)
+    shape = _pooled_shape(x.shape, kernel.shape[:2], kernel.shape[-1], pads)
     return _call("ConvPoolForward", x.dtype, (jax.ShapeDtypeStruct(shape, x.dtype), jax.ShapeDtypeStruct(shape, jnp.int8)),
                  x, kernel, pads=pads)
 
@@ -185,7 +186,7 @@ def whole_vectors(channels: int, dtype) -> bool:
 
 def winograd_forward(x: Array, u: Array, pads) -> tuple[Array, Array]:
     """F(2×2, 3×3) convolution + 2×2 max pooling from the kernel's transform ``u`` (16, C_in, C_out): (y, index)."""
-    shape = _pooled_shape(x.shape, (3, 3), pads)[:3] + (u.shape[-1],)
+    shape = _pooled_shape(x.shape, (3, 3), u.shape[-1], pads)
     return _call("WinogradForward", x.dtype, (jax.ShapeDtypeStruct(shape, x.dtype), jax.ShapeDtypeStruct(shape, jnp.int8)),
                  x, u, pads=pads)
 

@@ -304,22 +304,17 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> dy, f
                     int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   using T = ffi::NativeType<D>;
   const Geometry g(x.dimensions(), u_t.dimensions()[1], pad_top, pad_bottom, pad_left, pad_right);
-  const int64_t size = 16 * g.ci * g.co, parts = jaxnets::split_parts(pool, g.n);
-  std::vector<T> sums(parts * size, T(0));
   bool ok = false;
   by_vectors<T>(g.co, [&]<int NVO>() {
     ok = by_vectors<T>(g.ci, [&]<int NVI>() {
-      jaxnets::split(pool, g.n, [&](int64_t part, int64_t first, int64_t last) {
-        backward_block<T, NVO, NVI>(x.typed_data(), dy.typed_data(), index.typed_data(), u_t.typed_data(),
-                                    sums.data() + part * size, dx->typed_data(), g, first, last);
+      jaxnets::split_and_sum(pool, g.n, 16 * g.ci * g.co, du->typed_data(),
+                             [&](T* block_sum, int64_t first, int64_t last) {
+        backward_block<T, NVO, NVI>(x.typed_data(), dy.typed_data(), index.typed_data(), u_t.typed_data(), block_sum,
+                                    dx->typed_data(), g, first, last);
       });
     });
   });
   if (!ok) return unsupported();
-  T* out = du->typed_data();
-  std::fill(out, out + size, T(0));
-  for (int64_t p = 0; p < parts; ++p)
-    for (int64_t s = 0; s < size; ++s) out[s] += sums[p * size + s];
   return ffi::Error::Success();
 }
 
